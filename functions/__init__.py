@@ -1,0 +1,1 @@
+"""Thin Azure Functions adapters: parse the request, call ``shared``, map the result."""

@@ -1,0 +1,58 @@
+"""Builds the real adapters from the settings, once per process, on first use.
+
+The Azure Functions adapters in ``functions/`` call :func:`engine`; tests and benchmarks build
+an :class:`~shared.engine.Engine` themselves from whatever adapters they need.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+
+from shared.engine import Engine
+from shared.outbound import RequestsSender
+from shared.settings import Settings
+from shared.signing import CallbackSigner
+from shared.store.table import TableStore
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+
+
+def build_engine(settings: Settings) -> Engine:
+    """Wire an engine to Table Storage and ``requests`` as the settings describe."""
+    session = requests.Session()
+    # Connection pooling per target host keeps subscribe/unsubscribe round trips short.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=64, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return Engine(
+        store=TableStore(settings.table_service_client(), settings.table_prefix),
+        sender=RequestsSender(
+            session,
+            timeout_seconds=settings.http_timeout.total_seconds(),
+            max_body_bytes=settings.max_body_bytes,
+            allow_private_network=settings.allow_private_network,
+        ),
+        signer=CallbackSigner(settings.signing_keys),
+        max_body_bytes=settings.max_body_bytes,
+        public_base_url=settings.public_base_url,
+    )
+
+
+def engine() -> Engine:
+    """The process-wide engine, built from the environment on first call."""
+    global _engine
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = build_engine(Settings.from_env())
+    return _engine
+
+
+def reset() -> None:
+    """Forget the process-wide engine (tests that change the environment call this)."""
+    global _engine
+    with _lock:
+        _engine = None

@@ -1,0 +1,497 @@
+"""Pydantic models: workflow definitions (a WDL subset), stored runs, and the API shapes.
+
+Definitions are validated in two passes: the pydantic models check shape and types, then
+:func:`validate_definition` checks what spans the document (the ``runAfter`` graph, the
+expressions and what they reference). Both report every problem with its JSON path, so a
+``PUT`` answers ``400`` once with the whole list.
+
+Unknown keys are refused rather than ignored: a definition that uses a WDL feature Hookflow
+does not implement should fail loudly at save time, not behave differently at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared import expressions
+from shared.errors import DefinitionInvalid, ExpressionError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
+ACTION_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}$")
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+class Authentication(_Strict):
+    """The WDL ``authentication`` object of an HTTP request (Basic, Raw or managed identity)."""
+
+    type: Literal["Basic", "Raw", "ManagedServiceIdentity"]
+    username: str | None = None
+    password: str | None = None
+    value: str | None = None
+    audience: str | None = None
+    identity: str | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _canonical_type(cls, value: Any) -> Any:
+        return _canonical(value, ("Basic", "Raw", "ManagedServiceIdentity"))
+
+    @model_validator(mode="after")
+    def _required_fields(self) -> Authentication:
+        if self.type == "Basic" and (self.username is None or self.password is None):
+            raise ValueError("Basic authentication needs 'username' and 'password'")
+        if self.type == "Raw" and self.value is None:
+            raise ValueError("Raw authentication needs 'value'")
+        if self.type == "ManagedServiceIdentity" and self.audience is None:
+            raise ValueError("ManagedServiceIdentity authentication needs 'audience'")
+        return self
+
+
+class HttpRequestSpec(_Strict):
+    """An outbound request as written in a definition; strings may hold expressions."""
+
+    method: str
+    uri: str
+    headers: dict[str, Any] | None = None
+    queries: dict[str, Any] | None = None
+    body: Any = None
+    authentication: Authentication | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value.upper() not in HTTP_METHODS:
+            raise ValueError(f"unsupported HTTP method {value!r}")
+        return value.upper()
+
+
+class UnsubscribeSpec(HttpRequestSpec):
+    """``unsubscribe``: like a request, but older Logic Apps docs spell the address ``url``."""
+
+    uri: str = ""
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _uri_or_url(self) -> UnsubscribeSpec:
+        if not self.uri:
+            if not self.url:
+                raise ValueError("unsubscribe needs 'uri' (or 'url')")
+            self.uri = self.url
+        self.url = None
+        return self
+
+
+class WebhookInputs(_Strict):
+    subscribe: HttpRequestSpec
+    unsubscribe: UnsubscribeSpec | None = None
+
+
+RunAfterStatus = Literal["Succeeded", "Failed", "Skipped", "TimedOut"]
+
+
+class _ActionBase(_Strict):
+    run_after: dict[str, list[RunAfterStatus]] = Field(default_factory=dict, alias="runAfter")
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("run_after", mode="before")
+    @classmethod
+    def _canonical_statuses(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: [_canonical(s, ("Succeeded", "Failed", "Skipped", "TimedOut")) for s in v]
+                if isinstance(v, list)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("run_after")
+    @classmethod
+    def _non_empty_statuses(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, statuses in value.items():
+            if not statuses:
+                raise ValueError(f"runAfter of {name!r} lists no status")
+        return value
+
+
+class HttpAction(_ActionBase):
+    """Calls a URL once and records ``statusCode``, ``headers`` and ``body``."""
+
+    type: Literal["Http"]
+    inputs: HttpRequestSpec
+
+
+class HttpWebhookAction(_ActionBase):
+    """Subscribes with a callback URL, waits for the callback, unsubscribes."""
+
+    type: Literal["HttpWebhook"]
+    inputs: WebhookInputs
+
+
+Action = Annotated[HttpAction | HttpWebhookAction, Field(discriminator="type")]
+
+
+class RequestTriggerInputs(_Strict):
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    method: str | None = None
+
+
+class RequestTrigger(_Strict):
+    """The manual trigger: a run starts for each ``POST .../runs``."""
+
+    type: Literal["Request"]
+    kind: str = "Http"
+    inputs: RequestTriggerInputs = Field(default_factory=RequestTriggerInputs)
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+Trigger = Annotated[RequestTrigger, Field(discriminator="type")]
+
+ACTION_TYPES = ("Http", "HttpWebhook")
+TRIGGER_TYPES = ("Request",)
+
+
+class WorkflowDefinition(_Strict):
+    """A workflow definition: exactly one trigger and a DAG of actions."""
+
+    schema_uri: str | None = Field(default=None, alias="$schema")
+    content_version: str | None = Field(default=None, alias="contentVersion")
+    triggers: dict[str, Trigger]
+    actions: dict[str, Action] = Field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _canonical_trigger_types(cls, value: Any) -> Any:
+        return _canonical_types(value, TRIGGER_TYPES)
+
+    @field_validator("actions", mode="before")
+    @classmethod
+    def _canonical_action_types(cls, value: Any) -> Any:
+        return _canonical_types(value, ACTION_TYPES)
+
+    @property
+    def trigger_name(self) -> str:
+        return next(iter(self.triggers))
+
+
+class WorkflowState(StrEnum):
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+
+
+class WorkflowPut(_Strict):
+    """Body of ``PUT /api/workflows/{name}``."""
+
+    definition: WorkflowDefinition
+    state: WorkflowState = WorkflowState.ENABLED
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _canonical_state(cls, value: Any) -> Any:
+        return _canonical(value, ("Enabled", "Disabled"))
+
+
+def _canonical(value: Any, choices: tuple[str, ...]) -> Any:
+    """WDL keywords are case-insensitive; store the documented spelling."""
+    if isinstance(value, str):
+        for choice in choices:
+            if value.lower() == choice.lower():
+                return choice
+    return value
+
+
+def _canonical_types(value: Any, choices: tuple[str, ...]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        if isinstance(item, dict) and "type" in item:
+            item = {**item, "type": _canonical(item["type"], choices)}
+        out[name] = item
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def parse_workflow_put(body: Any) -> WorkflowPut:
+    """Validate a ``PUT`` body; raise :class:`DefinitionInvalid` listing every problem."""
+    if not isinstance(body, dict):
+        raise DefinitionInvalid(
+            "the body must be a JSON object with a 'definition'",
+            details=[{"path": "$", "message": "expected an object"}],
+        )
+    try:
+        put = WorkflowPut.model_validate(body)
+    except ValidationError as exc:
+        raise DefinitionInvalid("the workflow definition is invalid", details=_pydantic_problems(exc, body)) from exc
+    problems = validate_definition(put.definition, "$.definition", body.get("definition"))
+    if problems:
+        raise DefinitionInvalid("the workflow definition is invalid", details=problems)
+    return put
+
+
+def validate_definition(definition: WorkflowDefinition, root: str, raw: Any) -> list[dict[str, str]]:
+    """Cross-document checks: one trigger, a runAfter DAG, expressions and their references."""
+    problems: list[dict[str, str]] = []
+
+    def add(path: str, message: str) -> None:
+        problems.append({"path": path, "message": message})
+
+    if len(definition.triggers) != 1:
+        add(f"{root}.triggers", f"a workflow has exactly one trigger, found {len(definition.triggers)}")
+    for name in definition.actions:
+        if not ACTION_NAME_PATTERN.match(name):
+            add(
+                _path(root, "actions", name), "action names hold letters, digits, '_', '.', '-' (at most 80 characters)"
+            )
+
+    actions = definition.actions
+    for name, action in actions.items():
+        for dep in action.run_after:
+            if dep not in actions:
+                add(_path(root, "actions", name, "runAfter", dep), f"runAfter names an unknown action {dep!r}")
+            elif dep == name:
+                add(_path(root, "actions", name, "runAfter", dep), "an action cannot run after itself")
+
+    cycle = _find_cycle({n: [d for d in a.run_after if d in actions] for n, a in actions.items()})
+    if cycle:
+        add(_path(root, "actions"), "runAfter forms a cycle: " + " -> ".join(cycle))
+        return problems  # ancestry below is meaningless on a cyclic graph
+
+    ancestors = _ancestors(definition)
+    raw_actions = raw.get("actions", {}) if isinstance(raw, dict) else {}
+    for name, action in actions.items():
+        raw_inputs = raw_actions.get(name, {}).get("inputs") if isinstance(raw_actions.get(name), dict) else None
+        base = _path(root, "actions", name, "inputs")
+        for path, message in expressions.find_problems(raw_inputs, base):
+            add(path, message)
+        try:
+            refs = expressions.compile_value(raw_inputs).references()
+        except ExpressionError:
+            continue  # already reported by find_problems
+        for ref in sorted(refs.actions):
+            if ref not in actions:
+                add(base, f"the expression refers to an unknown action {ref!r}")
+            elif ref not in ancestors[name]:
+                add(base, f"the expression refers to {ref!r}, which does not run before {name!r} (add it to runAfter)")
+        if "listcallbackurl" in refs.functions and action.type != "HttpWebhook":
+            add(base, "listCallbackUrl() is only valid inside an HttpWebhook action")
+
+    trigger_raw = raw.get("triggers", {}) if isinstance(raw, dict) else {}
+    for tname, traw in trigger_raw.items() if isinstance(trigger_raw, dict) else ():
+        tbase = _path(root, "triggers", tname, "inputs")
+        traw_inputs = traw.get("inputs") if isinstance(traw, dict) else None
+        if isinstance(traw, dict) and traw.get("type", "").lower() == "request":
+            continue  # a Request trigger's inputs are a JSON schema, not expressions
+        for path, message in expressions.find_problems(traw_inputs, tbase):
+            add(path, message)
+    return problems
+
+
+def _ancestors(definition: WorkflowDefinition) -> dict[str, set[str]]:
+    memo: dict[str, set[str]] = {}
+
+    def visit(name: str) -> set[str]:
+        if name not in memo:
+            found: set[str] = set()
+            for dep in definition.actions[name].run_after:
+                if dep in definition.actions:
+                    found.add(dep)
+                    found |= visit(dep)
+            memo[name] = found
+        return memo[name]
+
+    for name in definition.actions:
+        visit(name)
+    return memo
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph[node]:
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state and (found := dfs(dep)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := dfs(node)):
+            return found
+    return None
+
+
+def topological_order(definition: WorkflowDefinition) -> list[str]:
+    """Actions in an order where every action follows its runAfter dependencies.
+
+    Ties keep the definition's own order, so runs are deterministic and readable.
+    """
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = list(definition.actions)
+    while remaining:
+        for name in remaining:
+            if all(dep in placed for dep in definition.actions[name].run_after):
+                order.append(name)
+                placed.add(name)
+                remaining.remove(name)
+                break
+        else:  # pragma: no cover - validate_definition refuses cycles
+            raise ValueError("runAfter graph has a cycle")
+    return order
+
+
+_IDENT = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+
+
+def _path(root: str, *parts: str | int) -> str:
+    out = root
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENT.match(part):
+            out += f".{part}"
+        else:
+            out += "['" + part.replace("'", "''") + "']"
+    return out
+
+
+def _pydantic_problems(exc: ValidationError, body: Any) -> list[dict[str, str]]:
+    """Turn pydantic errors into ``{"path", "message"}`` with JSON paths into the *input*.
+
+    Pydantic adds discriminator tags and validator names to ``loc``; walking the input
+    alongside keeps only the keys that are really there, so paths point at the user's JSON.
+    """
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        parts: list[str | int] = []
+        node: Any = body
+        for item in error["loc"]:
+            in_dict = isinstance(node, dict) and item in node
+            in_list = isinstance(node, list) and isinstance(item, int) and item < len(node)
+            if in_dict or in_list:
+                parts.append(item)
+                node = node[item]
+            elif isinstance(node, dict) and isinstance(item, str) and error["type"] == "missing":
+                parts.append(item)
+                node = None
+            # anything else is a tag pydantic added (union member, validator), not a key
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown or unsupported property"
+        elif error["type"] == "union_tag_invalid":
+            message = "unsupported type; expected one of " + str(error.get("ctx", {}).get("expected_tags", ""))
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        problems.append({"path": _path("$", *parts), "message": message})
+    return problems
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class RunStatus(StrEnum):
+    RUNNING = "Running"
+    WAITING = "Waiting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    TIMED_OUT = "TimedOut"
+
+    @property
+    def ended(self) -> bool:
+        return self not in (RunStatus.RUNNING, RunStatus.WAITING)
+
+
+class ActionStatus(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    WAITING = "Waiting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    TIMED_OUT = "TimedOut"
+    CANCELLED = "Cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self not in (ActionStatus.PENDING, ActionStatus.RUNNING, ActionStatus.WAITING)
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class WaitRecord(BaseModel):
+    """The state of one webhook wait. The nonce makes its callback URL unique to this wait."""
+
+    nonce: str
+    subscribed: bool = False
+    subscribe_status: int | None = None
+    subscribe_error: ErrorInfo | None = None
+    callback_at: datetime | None = None
+    unsubscribe_error: ErrorInfo | None = None
+
+
+class ActionRecord(BaseModel):
+    status: ActionStatus = ActionStatus.PENDING
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    inputs: Any = None
+    outputs: Any = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    wait: WaitRecord | None = None
+
+
+class TriggerRecord(BaseModel):
+    name: str
+    outputs: dict[str, Any]
+
+
+class RunRecord(BaseModel):
+    """A run as stored. The definition and trigger outputs are written once, at creation."""
+
+    id: str
+    workflow: str
+    status: RunStatus = RunStatus.RUNNING
+    start_time: datetime
+    end_time: datetime | None = None
+    error: ErrorInfo | None = None
+    trigger: TriggerRecord
+    actions: dict[str, ActionRecord] = Field(default_factory=dict)
+    client_tracking_id: str
+    # Callback URLs are built from this, so a URL stays the same for the life of its wait.
+    base_url: str
+    # The single advancer: whoever holds an unexpired lease runs the actions; anyone else
+    # (a callback arriving meanwhile) only records what it brought.
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+
+    def lease_free(self, now: datetime, owner: str) -> bool:
+        return self.lease_owner in (None, owner) or self.lease_until is None or self.lease_until <= now

@@ -1,0 +1,424 @@
+"""The persistence port. The base class owns the policy; backends implement primitives.
+
+Policy here: table and key layout, how documents are encoded and split across properties
+and rows, which writes are conditional, and what a lost race means. A backend implements
+five primitives over plain rows (:meth:`_read_row`, :meth:`_read_partition`, :meth:`_submit`,
+:meth:`_scan`, :meth:`_ensure_tables`) and translates its own errors into
+:class:`~shared.errors.ConcurrencyConflict` / :class:`~shared.errors.AlreadyExists`.
+
+Layout (table names carry ``HOOKFLOW_TABLE_PREFIX``):
+
+``<prefix>workflows``
+    PartitionKey = workflow name, rows ``wf``, ``wf.1``, ... (the document and its overflow).
+``<prefix>runs``
+    PartitionKey = run id. ``run`` (+ ``run.1``...) holds the mutable run document, ``def``
+    the definition the run started with and ``trg`` the trigger outputs, both written once
+    at creation. All rows of a run change together in one entity-group transaction.
+    Idempotency keys live in their own partitions (``idem-<sha256>``).
+
+Documents are JSON, zlib-compressed, split into binary properties of at most 60,000 bytes,
+15 to a row (entities hold 1 MiB and 64 KiB per property); longer ones continue on overflow
+rows. The head row also carries a few plain properties (status, times) so that listings and
+people with a storage browser can read them without decoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shared.errors import AlreadyExists, ConcurrencyConflict, NotFound, RunTooLarge
+from shared.models import RunRecord, RunStatus, WorkflowDefinition
+
+CHUNK_BYTES = 60_000
+CHUNKS_PER_ROW = 15
+# Entity-group transactions carry at most 4 MiB; binary travels base64-encoded (4/3), so
+# about 2.5 MB of compressed document per write leaves room for the envelope.
+MAX_DOCUMENT_BYTES = 2_500_000
+
+WORKFLOWS = "workflows"
+RUNS = "runs"
+
+
+@dataclass
+class Row:
+    """One entity: its keys, properties and (when read or written) its ETag."""
+
+    partition_key: str
+    row_key: str
+    props: dict[str, Any] = field(default_factory=dict)
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of an entity-group transaction."""
+
+    kind: Literal["create", "update", "upsert", "delete"]
+    row: Row
+    etag: str | None = None  # for update/delete: the ETag the row must still have
+
+
+@dataclass(frozen=True)
+class StoredWorkflow:
+    name: str
+    definition: dict[str, Any]
+    state: str
+    created_time: datetime
+    changed_time: datetime
+    version: int
+    etag: str
+
+    def parsed(self) -> WorkflowDefinition:
+        return WorkflowDefinition.model_validate(self.definition)
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run as read: its mutable record, pinned definition, and the head row's ETag."""
+
+    run: RunRecord
+    definition: WorkflowDefinition
+    etag: str
+    overflow_rows: int = 0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    workflow: str
+    status: str
+    start_time: str | None
+    end_time: str | None
+    error: dict[str, Any] | None
+
+
+class Store(ABC):
+    """Workflows and runs, with ETag-conditional writes."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._tables_ready = False
+
+    def table(self, name: str) -> str:
+        return f"{self._prefix}{name}"
+
+    # ------------------------------------------------------------------ workflows
+
+    def get_workflow(self, name: str) -> StoredWorkflow | None:
+        self._ready()
+        rows = self._read_partition(self.table(WORKFLOWS), name)
+        head = _head(rows, "wf")
+        if head is None:
+            return None
+        doc = _decode(rows, "wf")
+        return StoredWorkflow(
+            name=name,
+            definition=doc["definition"],
+            state=doc["state"],
+            created_time=datetime.fromisoformat(doc["createdTime"]),
+            changed_time=datetime.fromisoformat(doc["changedTime"]),
+            version=int(doc["version"]),
+            etag=head.etag or "",
+        )
+
+    def put_workflow(
+        self, name: str, definition: dict[str, Any], state: str, now: datetime
+    ) -> tuple[StoredWorkflow, bool]:
+        """Create or replace a workflow; return it and whether it was created.
+
+        A replace is conditional on the version read just before, so two concurrent PUTs
+        never interleave their rows; the later one simply wins, as PUT promises.
+        """
+        self._ready()
+        table = self.table(WORKFLOWS)
+        for _ in range(5):
+            current = self._read_partition(table, name)
+            head = _head(current, "wf")
+            if head is None:
+                doc = {
+                    "definition": definition,
+                    "state": state,
+                    "createdTime": now.isoformat(),
+                    "changedTime": now.isoformat(),
+                    "version": 1,
+                }
+                try:
+                    etags = self._submit(
+                        table, name, [Op("create", r) for r in _encode(name, "wf", doc, {"State": state})]
+                    )
+                except AlreadyExists:
+                    continue
+                return self._stored(name, doc, etags["wf"]), True
+            old = _decode(current, "wf")
+            doc = {
+                "definition": definition,
+                "state": state,
+                "createdTime": old["createdTime"],
+                "changedTime": now.isoformat(),
+                "version": int(old["version"]) + 1,
+            }
+            try:
+                etags = self._submit(table, name, _replace_ops(name, "wf", doc, {"State": state}, head, current))
+            except ConcurrencyConflict:
+                continue
+            return self._stored(name, doc, etags["wf"]), False
+        raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being saved")
+
+    def delete_workflow(self, name: str) -> bool:
+        """Delete a workflow's rows; ``False`` when there was none."""
+        self._ready()
+        table = self.table(WORKFLOWS)
+        for _ in range(5):
+            rows = self._read_partition(table, name)
+            head = _head(rows, "wf")
+            if head is None:
+                return False
+            try:
+                self._submit(table, name, [Op("delete", r, etag=r.etag if r is head else None) for r in rows])
+            except ConcurrencyConflict:
+                continue
+            return True
+        raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being deleted")
+
+    def list_workflows(self) -> list[StoredWorkflow]:
+        self._ready()
+        out = []
+        rows, _ = self._scan(self.table(WORKFLOWS), row_key="wf", equals={}, top=1000, continuation=None)
+        for head in rows:
+            stored = self.get_workflow(head.partition_key) if head.props.get("Rows", 1) > 1 else None
+            if stored is None:
+                doc = _decode([head], "wf")
+                stored = self._stored(head.partition_key, doc, head.etag or "")
+            out.append(stored)
+        return sorted(out, key=lambda w: w.name)
+
+    @staticmethod
+    def _stored(name: str, doc: dict[str, Any], etag: str) -> StoredWorkflow:
+        return StoredWorkflow(
+            name=name,
+            definition=doc["definition"],
+            state=doc["state"],
+            created_time=datetime.fromisoformat(doc["createdTime"]),
+            changed_time=datetime.fromisoformat(doc["changedTime"]),
+            version=int(doc["version"]),
+            etag=etag,
+        )
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(self, run: RunRecord, definition: WorkflowDefinition) -> LoadedRun:
+        """Insert a new run with its pinned definition; :class:`AlreadyExists` if the id is taken."""
+        self._ready()
+        definition_doc = definition.model_dump(mode="json", by_alias=True, exclude_none=True)
+        trigger_doc = run.trigger.model_dump(mode="json")
+        head_rows = _encode(run.id, "run", _run_doc(run), _run_props(run))
+        rows = [*head_rows, *_encode(run.id, "def", definition_doc, {}), *_encode(run.id, "trg", trigger_doc, {})]
+        _check_size(rows)
+        etags = self._submit(self.table(RUNS), run.id, [Op("create", r) for r in rows])
+        return LoadedRun(run=run, definition=definition, etag=etags["run"], overflow_rows=len(head_rows) - 1)
+
+    def load_run(self, run_id: str) -> LoadedRun | None:
+        self._ready()
+        rows = self._read_partition(self.table(RUNS), run_id)
+        head = _head(rows, "run")
+        if head is None:
+            return None
+        doc = _decode(rows, "run")
+        doc["trigger"] = _decode(rows, "trg")
+        return LoadedRun(
+            run=RunRecord.model_validate(doc),
+            definition=WorkflowDefinition.model_validate(_decode(rows, "def")),
+            etag=head.etag or "",
+            overflow_rows=int(head.props.get("Rows", 1)) - 1,
+        )
+
+    def save_run(self, loaded: LoadedRun, run: RunRecord) -> LoadedRun:
+        """Replace the run's mutable rows if they still carry ``loaded.etag``.
+
+        Raises :class:`ConcurrencyConflict` when someone else wrote first: the caller reloads
+        and decides again.
+        """
+        self._ready()
+        new_rows = _encode(run.id, "run", _run_doc(run), _run_props(run))
+        _check_size(new_rows)
+        head = new_rows[0]
+        ops = [Op("update", head, etag=loaded.etag)]
+        ops += [Op("upsert", r) for r in new_rows[1:]]
+        ops += [Op("delete", Row(run.id, f"run.{i}")) for i in range(len(new_rows), loaded.overflow_rows + 1)]
+        etags = self._submit(self.table(RUNS), run.id, ops)
+        return LoadedRun(run=run, definition=loaded.definition, etag=etags["run"], overflow_rows=len(new_rows) - 1)
+
+    def list_runs(
+        self, workflow: str, *, status: str | None, top: int, continuation: str | None
+    ) -> tuple[list[RunSummary], str | None]:
+        """Runs of one workflow, newest first (run ids sort newest first), one page at a time."""
+        self._ready()
+        equals = {"Workflow": workflow}
+        if status:
+            equals["Status"] = status
+        rows, token = self._scan(self.table(RUNS), row_key="run", equals=equals, top=top, continuation=continuation)
+        return [
+            RunSummary(
+                id=r.partition_key,
+                workflow=r.props.get("Workflow", ""),
+                status=r.props.get("Status", ""),
+                start_time=r.props.get("StartTime"),
+                end_time=r.props.get("EndTime") or None,
+                error=json.loads(r.props["Error"]) if r.props.get("Error") else None,
+            )
+            for r in rows
+        ], token
+
+    def claim_idempotency_key(self, workflow: str, key: str, run_id: str) -> str:
+        """Bind ``key`` to ``run_id`` unless it is bound already; return the bound run id."""
+        self._ready()
+        digest = hashlib.sha256(f"{workflow}\x00{key}".encode()).hexdigest()[:48]
+        pk = f"idem-{digest}"
+        table = self.table(RUNS)
+        try:
+            self._submit(table, pk, [Op("create", Row(pk, "idem", {"RunId": run_id, "Workflow": workflow}))])
+        except AlreadyExists:
+            existing = self._read_row(table, pk, "idem")
+            if existing is None:  # deleted between the two calls: the key is free again
+                return self.claim_idempotency_key(workflow, key, run_id)
+            return str(existing.props["RunId"])
+        return run_id
+
+    # ------------------------------------------------------------------ health
+
+    def ping(self) -> None:
+        """One cheap read that fails when storage does not answer."""
+        self._ready()
+        self._read_row(self.table(WORKFLOWS), "~health", "~health")
+
+    # ------------------------------------------------------------------ primitives
+
+    def _ready(self) -> None:
+        if not self._tables_ready:
+            self._ensure_tables([self.table(WORKFLOWS), self.table(RUNS)])
+            self._tables_ready = True
+
+    @abstractmethod
+    def _ensure_tables(self, names: Sequence[str]) -> None:
+        """Create the tables that do not exist yet."""
+
+    @abstractmethod
+    def _read_row(self, table: str, partition_key: str, row_key: str) -> Row | None:
+        """One row, or ``None``."""
+
+    @abstractmethod
+    def _read_partition(self, table: str, partition_key: str) -> list[Row]:
+        """Every row of one partition, in row-key order."""
+
+    @abstractmethod
+    def _submit(self, table: str, partition_key: str, ops: Sequence[Op]) -> dict[str, str]:
+        """Apply ``ops`` atomically; return the new ETag of each written row by row key.
+
+        Raises :class:`AlreadyExists` when a ``create`` finds its row, and
+        :class:`ConcurrencyConflict` when an ``update``/``delete`` ETag no longer matches.
+        """
+
+    @abstractmethod
+    def _scan(
+        self, table: str, *, row_key: str, equals: dict[str, str], top: int, continuation: str | None
+    ) -> tuple[list[Row], str | None]:
+        """Rows with this row key and these property values, in partition-key order, paged."""
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def _run_doc(run: RunRecord) -> dict[str, Any]:
+    return run.model_dump(mode="json", exclude={"trigger"})
+
+
+def _run_props(run: RunRecord) -> dict[str, Any]:
+    return {
+        "Workflow": run.workflow,
+        "Status": run.status.value,
+        "StartTime": iso(run.start_time),
+        "EndTime": iso(run.end_time) if run.end_time else "",
+        "Error": json.dumps(run.error.model_dump()) if run.error else "",
+    }
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _encode(pk: str, name: str, doc: dict[str, Any], props: dict[str, Any]) -> list[Row]:
+    data = zlib.compress(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), 6)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise RunTooLarge(f"the {name} document is {len(data)} bytes compressed; at most {MAX_DOCUMENT_BYTES} fit")
+    chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+    groups = [chunks[i : i + CHUNKS_PER_ROW] for i in range(0, len(chunks), CHUNKS_PER_ROW)]
+    rows = []
+    for index, group in enumerate(groups):
+        row_props: dict[str, Any] = {f"D{n:02d}": chunk for n, chunk in enumerate(group)}
+        if index == 0:
+            row_props.update(props)
+            row_props["Rows"] = len(groups)
+            row_props["Chunks"] = len(chunks)
+        rows.append(Row(pk, name if index == 0 else f"{name}.{index}", row_props))
+    return rows
+
+
+def _decode(rows: Iterable[Row], name: str) -> dict[str, Any]:
+    by_key = {r.row_key: r for r in rows}
+    head = by_key.get(name)
+    if head is None:
+        raise NotFound(f"row {name!r} is missing")
+    parts: list[bytes] = []
+    for index in range(int(head.props.get("Rows", 1))):
+        row = by_key.get(name if index == 0 else f"{name}.{index}")
+        if row is None:
+            raise ValueError(f"overflow row {name}.{index} is missing")
+        parts += [
+            _as_bytes(row.props[k]) for k in sorted(k for k in row.props if k.startswith("D") and k[1:].isdigit())
+        ]
+    result: dict[str, Any] = json.loads(zlib.decompress(b"".join(parts)))
+    return result
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    # Some table clients hand binary back wrapped or base64-encoded; accept both.
+    inner = getattr(value, "value", value)
+    if isinstance(inner, bytes | bytearray):
+        return bytes(inner)
+    return base64.b64decode(inner)
+
+
+def _head(rows: Iterable[Row], name: str) -> Row | None:
+    return next((r for r in rows if r.row_key == name), None)
+
+
+def _replace_ops(
+    pk: str, name: str, doc: dict[str, Any], props: dict[str, Any], head: Row, current: Sequence[Row]
+) -> list[Op]:
+    new_rows = _encode(pk, name, doc, props)
+    ops = [Op("update", new_rows[0], etag=head.etag)]
+    ops += [Op("upsert", r) for r in new_rows[1:]]
+    old_count = int(head.props.get("Rows", 1))
+    ops += [Op("delete", Row(pk, f"{name}.{i}")) for i in range(len(new_rows), old_count)]
+    del current  # the head's ETag guards the whole set: overflow rows only change with it
+    return ops
+
+
+def _check_size(rows: Sequence[Row]) -> None:
+    total = sum(len(_as_bytes(v)) for r in rows for k, v in r.props.items() if k.startswith("D") and k[1:].isdigit())
+    if total > MAX_DOCUMENT_BYTES:
+        raise RunTooLarge(f"the run is {total} bytes compressed; at most {MAX_DOCUMENT_BYTES} fit in one write")
+
+
+def is_terminal(status: str) -> bool:
+    return RunStatus(status).ended

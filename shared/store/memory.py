@@ -1,0 +1,93 @@
+"""In-memory :class:`~shared.store.base.Store` for unit tests: the same policy, dict primitives.
+
+It behaves like Table Storage where the engine can tell: atomic transactions, ETags that
+change on every write, ``create`` refusing an existing row, and conditional updates refusing
+a stale ETag. ``fail_next`` injects a failure into the next write, for crash tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+
+from shared.errors import AlreadyExists, ConcurrencyConflict
+from shared.store.base import Op, Row, Store
+
+
+class MemoryStore(Store):
+    def __init__(self, prefix: str = "hookflow") -> None:
+        super().__init__(prefix)
+        self._tables: dict[str, dict[tuple[str, str], Row]] = {}
+        self._lock = threading.Lock()
+        self._etags = itertools.count(1)
+        self.transactions = 0
+        self.before_submit: Callable[[str, Sequence[Op]], None] | None = None
+
+    def _ensure_tables(self, names: Sequence[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._tables.setdefault(name, {})
+
+    def _read_row(self, table: str, partition_key: str, row_key: str) -> Row | None:
+        with self._lock:
+            self.transactions += 1
+            row = self._tables[table].get((partition_key, row_key))
+            return copy.deepcopy(row)
+
+    def _read_partition(self, table: str, partition_key: str) -> list[Row]:
+        with self._lock:
+            self.transactions += 1
+            rows = [r for (pk, _), r in self._tables[table].items() if pk == partition_key]
+            return copy.deepcopy(sorted(rows, key=lambda r: r.row_key))
+
+    def _submit(self, table: str, partition_key: str, ops: Sequence[Op]) -> dict[str, str]:
+        if self.before_submit is not None:
+            self.before_submit(table, ops)
+        with self._lock:
+            self.transactions += 1
+            rows = self._tables[table]
+            for op in ops:  # check everything first: the transaction is all or nothing
+                key = (op.row.partition_key, op.row.row_key)
+                assert op.row.partition_key == partition_key, "a transaction stays in one partition"
+                existing = rows.get(key)
+                if op.kind == "create" and existing is not None:
+                    raise AlreadyExists(f"{key} exists")
+                if (
+                    op.kind in ("update", "delete")
+                    and op.etag is not None
+                    and (existing is None or existing.etag != op.etag)
+                ):
+                    raise ConcurrencyConflict(f"{key} changed")
+                if op.kind == "update" and existing is None:
+                    raise ConcurrencyConflict(f"{key} is gone")
+            etags: dict[str, str] = {}
+            for op in ops:
+                key = (op.row.partition_key, op.row.row_key)
+                if op.kind == "delete":
+                    rows.pop(key, None)
+                    continue
+                etag = f'W/"{next(self._etags)}"'
+                rows[key] = Row(op.row.partition_key, op.row.row_key, copy.deepcopy(op.row.props), etag)
+                etags[op.row.row_key] = etag
+            return etags
+
+    def _scan(
+        self, table: str, *, row_key: str, equals: dict[str, str], top: int, continuation: str | None
+    ) -> tuple[list[Row], str | None]:
+        with self._lock:
+            self.transactions += 1
+            matching = sorted(
+                (
+                    r
+                    for (pk, rk), r in self._tables[table].items()
+                    if rk == row_key and all(r.props.get(k) == v for k, v in equals.items())
+                ),
+                key=lambda r: r.partition_key,
+            )
+            if continuation:
+                matching = [r for r in matching if r.partition_key > continuation]
+            page = copy.deepcopy(matching[:top])
+            token = page[-1].partition_key if len(matching) > top else None
+            return page, token
