@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.engine import InboundRequest
-from shared.errors import BadRequest, ConfigurationError, HttpError
+from shared.errors import BadRequest, ConfigurationError, HttpError, PayloadTooLarge, RunTooLarge
 
 log = logging.getLogger("hookflow.http")
 
@@ -45,6 +45,8 @@ def handle(handler: Handler) -> Handler:
             return handler(req)
         except HttpError as exc:
             return error_response(exc)
+        except RunTooLarge as exc:
+            return error_response(PayloadTooLarge(str(exc), code="RunTooLarge"))
         except ConfigurationError as exc:
             log.error("configuration error: %s", exc)
             return json_response({"error": {"code": "ConfigurationError", "message": str(exc)}}, 500)

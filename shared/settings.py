@@ -113,7 +113,7 @@ _BY_NAME = {spec.name: spec for spec in SETTINGS}
 
 # Entity-group transactions and property sizes cap what one run can hold; a body limit far
 # above this would only move the failure from the front door to the storage write.
-_MAX_BODY_LIMIT = 3 * 1024 * 1024
+_MAX_BODY_LIMIT = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)

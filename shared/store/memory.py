@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from shared.errors import AlreadyExists, ConcurrencyConflict
-from shared.store.base import Op, Row, Store
+from shared.store.base import MAX_ENTITY_WIRE_BYTES, Op, Row, Store
 
 
 class MemoryStore(Store):
@@ -49,6 +49,8 @@ class MemoryStore(Store):
             self.transactions += 1
             rows = self._tables[table]
             for op in ops:  # check everything first: the transaction is all or nothing
+                if op.kind != "delete" and _wire_size(op.row) > MAX_ENTITY_WIRE_BYTES:
+                    raise ValueError(f"EntityTooLarge: {op.row.row_key} is over 1 MiB on the wire")
                 key = (op.row.partition_key, op.row.row_key)
                 assert op.row.partition_key == partition_key, "a transaction stays in one partition"
                 existing = rows.get(key)
@@ -91,3 +93,17 @@ class MemoryStore(Store):
             page = copy.deepcopy(matching[:top])
             token = page[-1].partition_key if len(matching) > top else None
             return page, token
+
+
+def _wire_size(row: Row) -> int:
+    """Roughly what Table Storage counts: binary as base64, text as UTF-16."""
+    size = 0
+    for name, value in row.props.items():
+        size += len(name) * 2
+        if isinstance(value, bytes | bytearray):
+            size += (len(value) + 2) // 3 * 4
+        elif isinstance(value, str):
+            size += len(value) * 2
+        else:
+            size += 8
+    return size

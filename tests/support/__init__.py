@@ -1,0 +1,1 @@
+"""Test support: real loopback services and clients used by integration and e2e tests."""

@@ -1,0 +1,131 @@
+"""A real HTTP service on loopback that behaves like a webhook target.
+
+It implements ``subscribe`` and ``unsubscribe`` the way the Logic Apps sample webhook
+controllers do (the callback URL arrives in the JSON body under ``callbackUrl``), records
+every request, and calls back in one of two ways:
+
+* ``later``: keeps the callback URL; the test calls :meth:`WebhookTarget.call_back` when it wants;
+* ``inside``: POSTs to the callback URL from inside the subscribe handler, before answering
+  the subscribe request (the race the engine must survive).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+import requests
+from requests import Response
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class WebhookTarget:
+    mode: Literal["later", "inside"] = "later"
+    subscribe_status: int = 200
+    unsubscribe_status: int = 200
+    inside_body: dict[str, Any] = field(default_factory=lambda: {"approved": True})
+    requests: list[Recorded] = field(default_factory=list)
+    callback_urls: list[str] = field(default_factory=list)
+    inside_answers: list[int] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def calls(self, path: str) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def call_back(self, body: Any, *, index: int = -1, headers: dict[str, str] | None = None) -> Response:
+        """POST ``body`` to a stored callback URL, as the service would when its event happens."""
+        return requests.post(self.callback_urls[index], json=body, headers=headers, timeout=30)
+
+    def start(self) -> WebhookTarget:
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                with target._lock:
+                    target.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+                status = 200
+                if self.path == "/subscribe":
+                    status = target.subscribe_status
+                    url = body.get("callbackUrl") if isinstance(body, dict) else None
+                    if url:
+                        with target._lock:
+                            target.callback_urls.append(url)
+                        if target.mode == "inside" and status < 400:
+                            answer = requests.post(url, json=target.inside_body, timeout=30)
+                            target.inside_answers.append(answer.status_code)
+                elif self.path == "/unsubscribe":
+                    status = target.unsubscribe_status
+                payload = json.dumps({"ok": status < 400}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-target", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+def webhook_definition(target: WebhookTarget, *, then_http: bool = False) -> dict[str, Any]:
+    """A workflow: a Request trigger, one webhook action, optionally an Http action after it."""
+    actions: dict[str, Any] = {
+        "Wait_for_approval": {
+            "type": "HttpWebhook",
+            "inputs": {
+                "subscribe": {
+                    "method": "POST",
+                    "uri": f"{target.base_url}/subscribe",
+                    "body": {"callbackUrl": "@{listCallbackUrl()}", "order": "@triggerBody()?['order']"},
+                },
+                "unsubscribe": {
+                    "method": "POST",
+                    "uri": f"{target.base_url}/unsubscribe",
+                    "body": {"callbackUrl": "@{listCallbackUrl()}"},
+                },
+            },
+        }
+    }
+    if then_http:
+        actions["Notify"] = {
+            "type": "Http",
+            "runAfter": {"Wait_for_approval": ["Succeeded"]},
+            "inputs": {"method": "POST", "uri": f"{target.base_url}/notify", "body": "@body('Wait_for_approval')"},
+        }
+    return {"definition": {"triggers": {"manual": {"type": "Request", "kind": "Http"}}, "actions": actions}}
