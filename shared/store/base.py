@@ -11,16 +11,19 @@ Layout (table names carry ``HOOKFLOW_TABLE_PREFIX``):
 ``<prefix>workflows``
     PartitionKey = workflow name, rows ``wf``, ``wf.1``, ... (the document and its overflow).
 ``<prefix>runs``
-    PartitionKey = run id. ``run`` (+ ``run.1``...) holds the mutable run document, ``def``
-    the definition the run started with and ``trg`` the trigger outputs, both written once
-    at creation. All rows of a run change together in one entity-group transaction.
+    PartitionKey = run id. The head row ``run`` holds the mutable run document and, when
+    they are small, the definition the run started with and its trigger outputs (both
+    written once, at creation); larger ones get rows of their own (``def``, ``trg``), and a
+    long run document continues on ``run.1``, ``run.2``... All rows of a run change together
+    in one entity-group transaction; a small run is one entity, so creating and saving it is
+    one single-entity request, the cheapest there is.
     Idempotency keys live in their own partitions (``idem-<sha256>``).
 
-Documents are JSON, zlib-compressed, split into binary properties of at most 60,000 bytes,
-10 to a row (entities hold 1 MiB and 64 KiB per property, and Azurite counts binary in its
-base64 form: 600,000 bytes are 800,000 on the wire); longer ones continue on overflow rows.
-The head row also carries a few plain properties (status, times) so that listings and people
-with a storage browser can read them without decoding.
+Documents are JSON, zlib-compressed, and split into binary properties of at most 60,000
+bytes (``D000``, ``F000``, ``T000``... by document), 10 to a row: entities hold 1 MiB and 64
+KiB per property, and Azurite counts binary in its base64 form, so 600,000 bytes are 800,000
+on the wire. The head row also carries a few plain properties (status, times) so that
+listings and people with a storage browser can read them without decoding.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.errors import AlreadyExists, ConcurrencyConflict, NotFound, RunTooLarge
-from shared.models import RunRecord, RunStatus, WorkflowDefinition
+from shared.models import RunRecord, WorkflowDefinition
 
 CHUNK_BYTES = 60_000
 CHUNKS_PER_ROW = 10
@@ -44,6 +47,8 @@ CHUNKS_PER_ROW = 10
 # about 2.4 MB of compressed document per write leaves room for the envelope.
 MAX_DOCUMENT_BYTES = 2_400_000
 MAX_ENTITY_WIRE_BYTES = 1024 * 1024
+# Definitions and trigger outputs up to this size (compressed) ride on the run's head row.
+INLINE_BYTES = 16_000
 
 WORKFLOWS = "workflows"
 RUNS = "runs"
@@ -90,6 +95,8 @@ class LoadedRun:
     definition: WorkflowDefinition
     etag: str
     overflow_rows: int = 0
+    # Compressed documents that live on the head row and must be written back with it.
+    inline: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,7 @@ class Store(ABC):
         head = _head(rows, "wf")
         if head is None:
             return None
-        doc = _decode(rows, "wf")
+        doc = _load(_gather(rows, "wf")["D"])
         return StoredWorkflow(
             name=name,
             definition=doc["definition"],
@@ -154,12 +161,12 @@ class Store(ABC):
                 }
                 try:
                     etags = self._submit(
-                        table, name, [Op("create", r) for r in _encode(name, "wf", doc, {"State": state})]
+                        table, name, [Op("create", r) for r in _layout(name, "wf", {"D": _dump(doc)}, {"State": state})]
                     )
                 except AlreadyExists:
                     continue
                 return self._stored(name, doc, etags["wf"]), True
-            old = _decode(current, "wf")
+            old = _load(_gather(current, "wf")["D"])
             doc = {
                 "definition": definition,
                 "state": state,
@@ -168,7 +175,7 @@ class Store(ABC):
                 "version": int(old["version"]) + 1,
             }
             try:
-                etags = self._submit(table, name, _replace_ops(name, "wf", doc, {"State": state}, head, current))
+                etags = self._submit(table, name, _replace_ops(name, "wf", {"D": _dump(doc)}, {"State": state}, head))
             except ConcurrencyConflict:
                 continue
             return self._stored(name, doc, etags["wf"]), False
@@ -197,7 +204,7 @@ class Store(ABC):
         for head in rows:
             stored = self.get_workflow(head.partition_key) if head.props.get("Rows", 1) > 1 else None
             if stored is None:
-                doc = _decode([head], "wf")
+                doc = _load(_gather([head], "wf")["D"])
                 stored = self._stored(head.partition_key, doc, head.etag or "")
             out.append(stored)
         return sorted(out, key=lambda w: w.name)
@@ -219,13 +226,22 @@ class Store(ABC):
     def create_run(self, run: RunRecord, definition: WorkflowDefinition) -> LoadedRun:
         """Insert a new run with its pinned definition; :class:`AlreadyExists` if the id is taken."""
         self._ready()
-        definition_doc = definition.model_dump(mode="json", by_alias=True, exclude_none=True)
-        trigger_doc = run.trigger.model_dump(mode="json")
-        head_rows = _encode(run.id, "run", _run_doc(run), _run_props(run))
-        rows = [*head_rows, *_encode(run.id, "def", definition_doc, {}), *_encode(run.id, "trg", trigger_doc, {})]
+        inline: dict[str, bytes] = {}
+        own_rows: list[Row] = []
+        for prefix, name, doc in (
+            ("F", "def", definition.model_dump(mode="json", by_alias=True, exclude_none=True)),
+            ("T", "trg", run.trigger.model_dump(mode="json")),
+        ):
+            data = _dump(doc)
+            if len(data) <= INLINE_BYTES:
+                inline[prefix] = data
+            else:
+                own_rows += _layout(run.id, name, {"D": data}, {})
+        head_rows = _layout(run.id, "run", {**inline, "D": _dump(_run_doc(run))}, _run_props(run))
+        rows = [*head_rows, *own_rows]
         _check_size(rows)
         etags = self._submit(self.table(RUNS), run.id, [Op("create", r) for r in rows])
-        return LoadedRun(run=run, definition=definition, etag=etags["run"], overflow_rows=len(head_rows) - 1)
+        return LoadedRun(run, definition, etags["run"], overflow_rows=len(head_rows) - 1, inline=inline)
 
     def load_run(self, run_id: str) -> LoadedRun | None:
         self._ready()
@@ -233,13 +249,17 @@ class Store(ABC):
         head = _head(rows, "run")
         if head is None:
             return None
-        doc = _decode(rows, "run")
-        doc["trigger"] = _decode(rows, "trg")
+        docs = _gather(rows, "run")
+        inline = {prefix: data for prefix, data in docs.items() if prefix != "D"}
+        doc = _load(docs["D"])
+        doc["trigger"] = _load(inline["T"] if "T" in inline else _gather(rows, "trg")["D"])
+        definition = _load(inline["F"] if "F" in inline else _gather(rows, "def")["D"])
         return LoadedRun(
             run=RunRecord.model_validate(doc),
-            definition=WorkflowDefinition.model_validate(_decode(rows, "def")),
+            definition=WorkflowDefinition.model_validate(definition),
             etag=head.etag or "",
             overflow_rows=int(head.props.get("Rows", 1)) - 1,
+            inline=inline,
         )
 
     def save_run(self, loaded: LoadedRun, run: RunRecord) -> LoadedRun:
@@ -249,14 +269,13 @@ class Store(ABC):
         and decides again.
         """
         self._ready()
-        new_rows = _encode(run.id, "run", _run_doc(run), _run_props(run))
+        new_rows = _layout(run.id, "run", {**loaded.inline, "D": _dump(_run_doc(run))}, _run_props(run))
         _check_size(new_rows)
-        head = new_rows[0]
-        ops = [Op("update", head, etag=loaded.etag)]
+        ops = [Op("update", new_rows[0], etag=loaded.etag)]
         ops += [Op("upsert", r) for r in new_rows[1:]]
         ops += [Op("delete", Row(run.id, f"run.{i}")) for i in range(len(new_rows), loaded.overflow_rows + 1)]
         etags = self._submit(self.table(RUNS), run.id, ops)
-        return LoadedRun(run=run, definition=loaded.definition, etag=etags["run"], overflow_rows=len(new_rows) - 1)
+        return LoadedRun(run, loaded.definition, etags["run"], overflow_rows=len(new_rows) - 1, inline=loaded.inline)
 
     def list_runs(
         self, workflow: str, *, status: str | None, top: int, continuation: str | None
@@ -356,38 +375,60 @@ def iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _encode(pk: str, name: str, doc: dict[str, Any], props: dict[str, Any]) -> list[Row]:
+def _dump(doc: dict[str, Any]) -> bytes:
     data = zlib.compress(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), 6)
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise RunTooLarge(f"the {name} document is {len(data)} bytes compressed; at most {MAX_DOCUMENT_BYTES} fit")
-    chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        raise RunTooLarge(f"a document is {len(data)} bytes compressed; at most {MAX_DOCUMENT_BYTES} fit")
+    return data
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(zlib.decompress(data))
+    return result
+
+
+def _layout(pk: str, name: str, docs: dict[str, bytes], props: dict[str, Any]) -> list[Row]:
+    """Lay documents out as chunk properties, 10 to a row, in the order given.
+
+    The first row is ``name`` and carries ``props``, the chunk count of each document
+    (``<prefix>Chunks``) and the row count; the rest are ``name.1``, ``name.2``...
+    """
+    chunks: list[tuple[str, bytes]] = []
+    counts: dict[str, int] = {}
+    for prefix, data in docs.items():
+        pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        counts[f"{prefix}Chunks"] = len(pieces)
+        chunks += [(f"{prefix}{n:03d}", piece) for n, piece in enumerate(pieces)]
     groups = [chunks[i : i + CHUNKS_PER_ROW] for i in range(0, len(chunks), CHUNKS_PER_ROW)]
     rows = []
     for index, group in enumerate(groups):
-        row_props: dict[str, Any] = {f"D{n:02d}": chunk for n, chunk in enumerate(group)}
+        row_props: dict[str, Any] = dict(group)
         if index == 0:
             row_props.update(props)
+            row_props.update(counts)
             row_props["Rows"] = len(groups)
-            row_props["Chunks"] = len(chunks)
         rows.append(Row(pk, name if index == 0 else f"{name}.{index}", row_props))
     return rows
 
 
-def _decode(rows: Iterable[Row], name: str) -> dict[str, Any]:
+def _gather(rows: Iterable[Row], name: str) -> dict[str, bytes]:
+    """The documents :func:`_layout` wrote under ``name``, by prefix."""
     by_key = {r.row_key: r for r in rows}
     head = by_key.get(name)
     if head is None:
         raise NotFound(f"row {name!r} is missing")
-    parts: list[bytes] = []
+    props: dict[str, Any] = {}
     for index in range(int(head.props.get("Rows", 1))):
         row = by_key.get(name if index == 0 else f"{name}.{index}")
         if row is None:
-            raise ValueError(f"overflow row {name}.{index} is missing")
-        parts += [
-            _as_bytes(row.props[k]) for k in sorted(k for k in row.props if k.startswith("D") and k[1:].isdigit())
-        ]
-    result: dict[str, Any] = json.loads(zlib.decompress(b"".join(parts)))
-    return result
+            raise ValueError(f"row {name}.{index} is missing")
+        props.update(row.props)
+    docs = {}
+    for key, count in head.props.items():
+        if key.endswith("Chunks") and len(key) == 7:
+            prefix = key[0]
+            docs[prefix] = b"".join(_as_bytes(props[f"{prefix}{n:03d}"]) for n in range(int(count)))
+    return docs
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -404,23 +445,16 @@ def _head(rows: Iterable[Row], name: str) -> Row | None:
     return next((r for r in rows if r.row_key == name), None)
 
 
-def _replace_ops(
-    pk: str, name: str, doc: dict[str, Any], props: dict[str, Any], head: Row, current: Sequence[Row]
-) -> list[Op]:
-    new_rows = _encode(pk, name, doc, props)
+def _replace_ops(pk: str, name: str, docs: dict[str, bytes], props: dict[str, Any], head: Row) -> list[Op]:
+    """Replace a document's rows; the head's ETag guards the set (overflow rows only change with it)."""
+    new_rows = _layout(pk, name, docs, props)
     ops = [Op("update", new_rows[0], etag=head.etag)]
     ops += [Op("upsert", r) for r in new_rows[1:]]
-    old_count = int(head.props.get("Rows", 1))
-    ops += [Op("delete", Row(pk, f"{name}.{i}")) for i in range(len(new_rows), old_count)]
-    del current  # the head's ETag guards the whole set: overflow rows only change with it
+    ops += [Op("delete", Row(pk, f"{name}.{i}")) for i in range(len(new_rows), int(head.props.get("Rows", 1)))]
     return ops
 
 
 def _check_size(rows: Sequence[Row]) -> None:
-    total = sum(len(_as_bytes(v)) for r in rows for k, v in r.props.items() if k.startswith("D") and k[1:].isdigit())
+    total = sum(len(v) for r in rows for v in r.props.values() if isinstance(v, bytes))
     if total > MAX_DOCUMENT_BYTES:
         raise RunTooLarge(f"the run is {total} bytes compressed; at most {MAX_DOCUMENT_BYTES} fit in one write")
-
-
-def is_terminal(status: str) -> bool:
-    return RunStatus(status).ended
