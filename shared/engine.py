@@ -463,6 +463,7 @@ class Engine:
         if theirs.run.lease_owner != owner:
             log.warning("run %s: lease lost to another advancer; stopping here", mine.id)
             return None, mine
+        merged = False
         for name, their_record in theirs.run.actions.items():
             my_record = mine.actions.get(name)
             their_wait = their_record.wait
@@ -476,6 +477,10 @@ class Engine:
             my_record.end_time = their_record.end_time
             my_record.status = their_record.status
             my_record.error = their_record.error
+            merged = True
+        if merged and mine.status.ended:
+            # The run was settled without the news; let the next settle decide again.
+            mine.status, mine.end_time, mine.error = RunStatus.RUNNING, None, None
         return theirs, mine
 
     # ------------------------------------------------------------------ persistence

@@ -12,6 +12,7 @@ does not implement should fail loudly at save time, not behave differently at ru
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -231,94 +232,124 @@ def _canonical_types(value: Any, choices: tuple[str, ...]) -> Any:
 
 
 def parse_workflow_put(body: Any) -> WorkflowPut:
-    """Validate a ``PUT`` body; raise :class:`DefinitionInvalid` listing every problem."""
+    """Validate a ``PUT`` body; raise :class:`DefinitionInvalid` listing every problem.
+
+    The shape checks (pydantic) and the cross-document checks both run on every body, so
+    one answer lists every problem, whichever pass found it.
+    """
     if not isinstance(body, dict):
         raise DefinitionInvalid(
             "the body must be a JSON object with a 'definition'",
             details=[{"path": "$", "message": "expected an object"}],
         )
+    problems: list[dict[str, str]] = []
+    put: WorkflowPut | None = None
     try:
         put = WorkflowPut.model_validate(body)
     except ValidationError as exc:
-        raise DefinitionInvalid("the workflow definition is invalid", details=_pydantic_problems(exc, body)) from exc
-    problems = validate_definition(put.definition, "$.definition", body.get("definition"))
-    if problems:
+        problems += _pydantic_problems(exc, body)
+    for problem in validate_definition(body.get("definition"), "$.definition"):
+        if problem not in problems:
+            problems.append(problem)
+    if problems or put is None:
         raise DefinitionInvalid("the workflow definition is invalid", details=problems)
     return put
 
 
-def validate_definition(definition: WorkflowDefinition, root: str, raw: Any) -> list[dict[str, str]]:
-    """Cross-document checks: one trigger, a runAfter DAG, expressions and their references."""
+def validate_definition(raw: Any, root: str) -> list[dict[str, str]]:
+    """Cross-document checks on the raw JSON: one trigger, a runAfter DAG, expressions and
+    what they reference. Written against raw JSON so that it also runs on a definition
+    whose shape is wrong, and reports alongside the shape problems."""
     problems: list[dict[str, str]] = []
 
     def add(path: str, message: str) -> None:
         problems.append({"path": path, "message": message})
 
-    if len(definition.triggers) != 1:
-        add(f"{root}.triggers", f"a workflow has exactly one trigger, found {len(definition.triggers)}")
-    for name in definition.actions:
-        if not ACTION_NAME_PATTERN.match(name):
-            add(
-                _path(root, "actions", name), "action names hold letters, digits, '_', '.', '-' (at most 80 characters)"
-            )
-
-    actions = definition.actions
+    if not isinstance(raw, dict):
+        return problems  # the shape pass reports it
+    triggers = raw.get("triggers")
+    if isinstance(triggers, dict) and len(triggers) != 1:
+        add(f"{root}.triggers", f"a workflow has exactly one trigger, found {len(triggers)}")
+    raw_actions = raw.get("actions")
+    actions: dict[str, Any] = raw_actions if isinstance(raw_actions, dict) else {}
+    graph: dict[str, list[str]] = {}
     for name, action in actions.items():
-        for dep in action.run_after:
+        if not ACTION_NAME_PATTERN.match(name):
+            add(_path(root, "actions", name), "action names hold letters, digits, '_', '.', '-' (at most 80)")
+        after = action.get("runAfter") if isinstance(action, dict) else None
+        graph[name] = []
+        for dep in after if isinstance(after, dict) else {}:
             if dep not in actions:
                 add(_path(root, "actions", name, "runAfter", dep), f"runAfter names an unknown action {dep!r}")
             elif dep == name:
                 add(_path(root, "actions", name, "runAfter", dep), "an action cannot run after itself")
+            else:
+                graph[name].append(dep)
 
-    cycle = _find_cycle({n: [d for d in a.run_after if d in actions] for n, a in actions.items()})
+    cycle = _find_cycle(graph)
     if cycle:
         add(_path(root, "actions"), "runAfter forms a cycle: " + " -> ".join(cycle))
-        return problems  # ancestry below is meaningless on a cyclic graph
+    ancestors = None if cycle else _ancestors(graph)
 
-    ancestors = _ancestors(definition)
-    raw_actions = raw.get("actions", {}) if isinstance(raw, dict) else {}
     for name, action in actions.items():
-        raw_inputs = raw_actions.get(name, {}).get("inputs") if isinstance(raw_actions.get(name), dict) else None
+        if not isinstance(action, dict):
+            continue
         base = _path(root, "actions", name, "inputs")
-        for path, message in expressions.find_problems(raw_inputs, base):
+        inputs = action.get("inputs")
+        for path, message in expressions.find_problems(inputs, base):
             add(path, message)
-        try:
-            refs = expressions.compile_value(raw_inputs).references()
-        except ExpressionError:
-            continue  # already reported by find_problems
-        for ref in sorted(refs.actions):
-            if ref not in actions:
-                add(base, f"the expression refers to an unknown action {ref!r}")
-            elif ref not in ancestors[name]:
-                add(base, f"the expression refers to {ref!r}, which does not run before {name!r} (add it to runAfter)")
-        if "listcallbackurl" in refs.functions and action.type != "HttpWebhook":
-            add(base, "listCallbackUrl() is only valid inside an HttpWebhook action")
+        for path, text in _strings(inputs, base):
+            try:
+                refs = expressions.compile_value(text).references()
+            except ExpressionError:
+                continue  # reported by find_problems
+            for ref in sorted(refs.actions):
+                if ref not in actions:
+                    add(path, f"the expression refers to an unknown action {ref!r}")
+                elif ancestors is not None and ref not in ancestors[name]:
+                    add(
+                        path,
+                        f"the expression refers to {ref!r}, which does not run before {name!r} (add it to runAfter)",
+                    )
+            if "listcallbackurl" in refs.functions and str(action.get("type", "")).lower() != "httpwebhook":
+                add(path, "listCallbackUrl() is only valid inside an HttpWebhook action")
 
-    trigger_raw = raw.get("triggers", {}) if isinstance(raw, dict) else {}
-    for tname, traw in trigger_raw.items() if isinstance(trigger_raw, dict) else ():
-        tbase = _path(root, "triggers", tname, "inputs")
-        traw_inputs = traw.get("inputs") if isinstance(traw, dict) else None
-        if isinstance(traw, dict) and traw.get("type", "").lower() == "request":
-            continue  # a Request trigger's inputs are a JSON schema, not expressions
-        for path, message in expressions.find_problems(traw_inputs, tbase):
-            add(path, message)
+    for tname, trigger in triggers.items() if isinstance(triggers, dict) else ():
+        if isinstance(trigger, dict) and str(trigger.get("type", "")).lower() != "request":
+            # A Request trigger's inputs are a JSON schema, not expressions.
+            for path, message in expressions.find_problems(
+                trigger.get("inputs"), _path(root, "triggers", tname, "inputs")
+            ):
+                add(path, message)
     return problems
 
 
-def _ancestors(definition: WorkflowDefinition) -> dict[str, set[str]]:
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in a JSON value, with its path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                yield from _strings(item, _path(path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, _path(path, index))
+
+
+def _ancestors(graph: dict[str, list[str]]) -> dict[str, set[str]]:
     memo: dict[str, set[str]] = {}
 
     def visit(name: str) -> set[str]:
         if name not in memo:
             found: set[str] = set()
-            for dep in definition.actions[name].run_after:
-                if dep in definition.actions:
-                    found.add(dep)
-                    found |= visit(dep)
+            for dep in graph[name]:
+                found.add(dep)
+                found |= visit(dep)
             memo[name] = found
         return memo[name]
 
-    for name in definition.actions:
+    for name in graph:
         visit(name)
     return memo
 
@@ -365,18 +396,10 @@ def topological_order(definition: WorkflowDefinition) -> list[str]:
     return order
 
 
-_IDENT = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
-
-
 def _path(root: str, *parts: str | int) -> str:
     out = root
     for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _IDENT.match(part):
-            out += f".{part}"
-        else:
-            out += "['" + part.replace("'", "''") + "']"
+        out = expressions.join_path(out, part)
     return out
 
 
@@ -404,7 +427,9 @@ def _pydantic_problems(exc: ValidationError, body: Any) -> list[dict[str, str]]:
         if error["type"] == "extra_forbidden":
             message = "unknown or unsupported property"
         elif error["type"] == "union_tag_invalid":
-            message = "unsupported type; expected one of " + str(error.get("ctx", {}).get("expected_tags", ""))
+            ctx = error.get("ctx", {})
+            parts.append("type")
+            message = f"unsupported type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         problems.append({"path": _path("$", *parts), "message": message})

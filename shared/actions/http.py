@@ -71,6 +71,8 @@ def build_request(evaluated: Mapping[str, Any], headers: Mapping[str, str], toke
     out_headers = {**headers, **{str(k): _text(v) for k, v in (evaluated.get("headers") or {}).items()}}
     auth = evaluated.get("authentication")
     if isinstance(auth, dict):
+        # The authentication object wins over a hand-written header of any spelling.
+        out_headers = {k: v for k, v in out_headers.items() if k.lower() != "authorization"}
         kind = str(auth.get("type", ""))
         if kind == "Basic":
             pair = f"{auth.get('username', '')}:{auth.get('password', '')}".encode()
