@@ -2,9 +2,11 @@
 
 Webhook run life (start -> wait -> callback -> unsubscribe -> Succeeded), through the real
 app over HTTP: the dev host serves ``function_app.app`` in this process, Azurite (started
-here, in memory) is the storage, and a loopback target subscribes, records the callback URL
-and unsubscribes. Storage transactions are counted by a policy on the table client's
-pipeline (its request hook), so every HTTP request to storage is counted, retries included.
+here, in memory) is the storage, and a second process plays the clients and the loopback
+target (subscribe records the callback URL, unsubscribe answers 200), so that the app's
+process does only the app's work, as it would when deployed. Storage transactions are
+counted by the table client's request hook, so every HTTP request to storage is counted,
+retries included.
 
 Azurite is the ceiling here, so its raw single-entity write rate is measured in the same
 run with the same concurrency, and the headline is the ratio:
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import secrets
 import statistics
@@ -28,12 +31,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
 from typing import Any
 
 import requests
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 
 from scripts.azurite import Azurite
+from shared.outbound import new_session
 
 
 class TransactionCounter:
@@ -59,6 +65,7 @@ class Target:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -107,7 +114,11 @@ def app_server(connection_string: str, counter: TransactionCounter) -> Iterator[
 
     settings = Settings.from_env()
     engine = bootstrap.build_engine(settings)
-    service = TableServiceClient.from_connection_string(connection_string, raw_request_hook=counter)
+    service = TableServiceClient.from_connection_string(
+        connection_string,
+        raw_request_hook=counter,
+        transport=RequestsTransport(session=new_session(), session_owner=False),
+    )
     engine.store = TableStore(service, settings.table_prefix)
     bootstrap._engine = engine  # the composition root's engine, with the counting client
     host = DevHost(app, port=0, timers_enabled=False).start()
@@ -120,7 +131,10 @@ def app_server(connection_string: str, counter: TransactionCounter) -> Iterator[
 
 def raw_write_rate(connection_string: str, writes: int, concurrency: int) -> float:
     """Single-entity inserts per second into Azurite at the given concurrency."""
-    service = TableServiceClient.from_connection_string(connection_string)
+    # The same transport as the app's, so both sides pay the same client overhead.
+    service = TableServiceClient.from_connection_string(
+        connection_string, transport=RequestsTransport(session=new_session(), session_owner=False)
+    )
     table = service.create_table_if_not_exists("raw" + secrets.token_hex(4))
     payload = {"Status": "Waiting", "D00": secrets.token_bytes(600)}
 
@@ -135,7 +149,24 @@ def raw_write_rate(connection_string: str, writes: int, concurrency: int) -> flo
     return writes / elapsed
 
 
-def run_lives(api: str, target: Target, counter: TransactionCounter, runs: int, concurrency: int) -> dict[str, float]:
+def client_round(api: str, runs: int, concurrency: int, conn: Connection) -> None:
+    """In a child process: register, warm up, say "ready", wait for "go", then measure.
+
+    Starts go first (the target only records callback URLs), then every callback; the
+    parent counts storage transactions between "go" and the answer.
+    """
+    target = Target()
+    target.thread.start()
+    try:
+        conn.send(_client_round(api, target, runs, concurrency, conn))
+    except Exception as exc:  # the parent prints it; a traceback here would be lost
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        target.server.shutdown()
+        target.server.server_close()
+
+
+def _client_round(api: str, target: Target, runs: int, concurrency: int, conn: Connection) -> dict[str, Any]:
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency * 2)
     session.mount("http://", adapter)
@@ -159,11 +190,13 @@ def run_lives(api: str, target: Target, counter: TransactionCounter, runs: int, 
         }
     }
     session.put(f"{api}/workflows/{name}", json=definition, timeout=60).raise_for_status()
-    # Warm up the path once so table creation and first-use costs are not counted.
-    _start_and_resume(session, api, name, target)
-    target.take_urls()
+    # Warm up so that table creation and first-use costs fall outside the measurement.
+    session.post(f"{api}/workflows/{name}/runs", json={}, timeout=60).raise_for_status()
+    for url in target.take_urls():
+        session.post(url, json={}, timeout=60).raise_for_status()
+    conn.send("ready")
+    conn.recv()
 
-    before = counter.count
     t0 = time.perf_counter()
 
     def start(i: int) -> None:
@@ -187,7 +220,10 @@ def run_lives(api: str, target: Target, counter: TransactionCounter, runs: int, 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(resume, urls))
     t2 = time.perf_counter()
-    transactions = counter.count - before
+    if len(urls) != runs or target.unsubscribes != runs + 1:
+        raise RuntimeError(
+            f"expected {runs} subscribes and unsubscribes, saw {len(urls)} and {target.unsubscribes - 1}"
+        )
     latencies.sort()
     return {
         "starts/s": runs / (t1 - t0),
@@ -195,14 +231,45 @@ def run_lives(api: str, target: Target, counter: TransactionCounter, runs: int, 
         "runs/s": runs / (t2 - t0),
         "callback p50 ms": 1000 * latencies[len(latencies) // 2],
         "callback p99 ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "storage transactions per run": transactions / runs,
     }
 
 
-def _start_and_resume(session: requests.Session, api: str, name: str, target: Target) -> None:
-    session.post(f"{api}/workflows/{name}/runs", json={}, timeout=60).raise_for_status()
-    for url in target.take_urls():
-        session.post(url, json={}, timeout=60).raise_for_status()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``), 0 where that is not available."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_round(
+    api: str, counter: TransactionCounter, runs: int, concurrency: int, azurite_pid: int
+) -> dict[str, float]:
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(target=client_round, args=(api, runs, concurrency, child))
+    process.start()
+    try:
+        ready = parent.recv()
+        if ready != "ready":
+            raise RuntimeError(f"the client process failed: {ready}")
+        before = counter.count
+        pids = {"app": os.getpid(), "clients": process.pid or 0, "azurite": azurite_pid}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        parent.send("go")
+        figures: dict[str, Any] = parent.recv()
+        transactions = counter.count - before
+        for name, pid in pids.items():
+            figures[f"{name} cpu ms/run"] = 1000 * (cpu_seconds(pid) - cpu_before[name]) / runs
+    finally:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+    if "error" in figures:
+        raise RuntimeError(f"the client process failed: {figures['error']}")
+    figures["storage transactions per run"] = transactions / runs
+    return figures
 
 
 def median_of(rounds: list[dict[str, float]], key: str) -> float:
@@ -218,20 +285,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"webhook run life: {args.runs} runs x {args.rounds} rounds, concurrency {args.concurrency}", flush=True)
     counter = TransactionCounter()
-    target = Target()
-    target.thread.start()
     results: list[dict[str, float]] = []
-    try:
-        with Azurite.for_tests() as azurite, app_server(azurite.connection_string, counter) as api:
-            for number in range(1, args.rounds + 1):
-                figures = run_lives(api, target, counter, args.runs, args.concurrency)
-                figures["raw writes/s"] = raw_write_rate(azurite.connection_string, args.runs * 4, args.concurrency)
-                figures["ratio"] = figures["runs/s"] * figures["storage transactions per run"] / figures["raw writes/s"]
-                results.append(figures)
-                print(f"  round {number}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)
-    finally:
-        target.server.shutdown()
-        target.server.server_close()
+    with Azurite.for_tests() as azurite, app_server(azurite.connection_string, counter) as api:
+        for number in range(1, args.rounds + 1):
+            figures = measure_round(api, counter, args.runs, args.concurrency, azurite.pid or 0)
+            figures["raw writes/s"] = raw_write_rate(azurite.connection_string, args.runs * 4, args.concurrency)
+            figures["ratio"] = figures["runs/s"] * figures["storage transactions per run"] / figures["raw writes/s"]
+            results.append(figures)
+            print(f"  round {number}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)
 
     show: list[tuple[str, Callable[[], float], str]] = [
         ("starts/s", lambda: median_of(results, "starts/s"), "{:.1f}"),

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import threading
 
-import requests
-
 from shared.engine import Engine
-from shared.outbound import RequestsSender
+from shared.outbound import RequestsSender, new_session
 from shared.settings import Settings
 from shared.signing import CallbackSigner
 from shared.store.table import TableStore
@@ -22,11 +20,7 @@ _engine: Engine | None = None
 
 def build_engine(settings: Settings) -> Engine:
     """Wire an engine to Table Storage and ``requests`` as the settings describe."""
-    session = requests.Session()
-    # Connection pooling per target host keeps subscribe/unsubscribe round trips short.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=64, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    session = new_session()
     return Engine(
         store=TableStore(settings.table_service_client(), settings.table_prefix),
         sender=RequestsSender(

@@ -15,13 +15,16 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import os
 import socket
+import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 
 from shared import __version__
 from shared.errors import HookflowError
@@ -96,6 +99,26 @@ def decode_body(content: bytes, content_type: str | None) -> Any:
         except UnicodeDecodeError:
             pass
     return {"$content-type": content_type or "application/octet-stream", "$content": base64.b64encode(content).decode()}
+
+
+def new_session(pool_size: int = 64) -> requests.Session:
+    """A ``requests`` session that reads its environment once, not on every request.
+
+    With ``trust_env`` on, requests looks for ``~/.netrc`` and re-reads the proxy and CA
+    bundle variables for every request: file-system calls that showed up as a large share of
+    a callback's CPU time. When no proxy is configured we read the CA bundle once and turn
+    that off; with a proxy configured, requests keeps doing it (it also honours NO_PROXY).
+    """
+    session = requests.Session()
+    if not urllib.request.getproxies():
+        session.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+    adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class RequestsSender(Sender):

@@ -189,12 +189,18 @@ class Settings:
 
         Builds no connection: the first request is made by whoever uses the client.
         """
+        from azure.core.pipeline.transport import RequestsTransport
         from azure.data.tables import TableServiceClient
 
+        from shared.outbound import new_session
+
+        transport = RequestsTransport(session=new_session(), session_owner=False)
         if self.storage_connection_string:
-            return TableServiceClient.from_connection_string(self.storage_connection_string)
+            return TableServiceClient.from_connection_string(self.storage_connection_string, transport=transport)
         assert self.table_service_uri is not None  # from_env guarantees one of the two
-        return TableServiceClient(endpoint=self.table_service_uri, credential=self._token_credential())
+        return TableServiceClient(
+            endpoint=self.table_service_uri, credential=self._token_credential(), transport=transport
+        )
 
     def _token_credential(self) -> TokenCredential:
         from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
