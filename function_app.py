@@ -2,9 +2,9 @@
 
 import azure.functions as func
 
-from functions import callbacks, health, runs, workflows
+from functions import callbacks, health, polling, runs, workflows
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (workflows.bp, runs.bp, callbacks.bp, health.bp):
+for blueprint in (workflows.bp, runs.bp, callbacks.bp, polling.bp, health.bp):
     app.register_functions(blueprint)

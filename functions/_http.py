@@ -15,7 +15,15 @@ from typing import Any
 import azure.functions as func
 
 from shared.engine import InboundRequest
-from shared.errors import BadRequest, ConfigurationError, HttpError, PayloadTooLarge, RunTooLarge
+from shared.errors import (
+    BadRequest,
+    ConcurrencyConflict,
+    ConfigurationError,
+    HttpError,
+    PayloadTooLarge,
+    RunTooLarge,
+    ServiceUnavailable,
+)
 
 log = logging.getLogger("hookflow.http")
 
@@ -47,6 +55,11 @@ def handle(handler: Handler) -> Handler:
             return error_response(exc)
         except RunTooLarge as exc:
             return error_response(PayloadTooLarge(str(exc), code="RunTooLarge"))
+        except ConcurrencyConflict:
+            # Every write retried and still lost: the run is busy; the caller may try again.
+            return error_response(
+                ServiceUnavailable("the run is changing too fast; try again", code="Busy", headers={"Retry-After": "1"})
+            )
         except ConfigurationError as exc:
             log.error("configuration error: %s", exc)
             return json_response({"error": {"code": "ConfigurationError", "message": str(exc)}}, 500)

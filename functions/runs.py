@@ -64,6 +64,13 @@ def workflow_runs(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
+@bp.route(route="runs/{id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@handle
+def run_cancel(req: func.HttpRequest) -> func.HttpResponse:
+    run = bootstrap.engine().cancel_run(route_param(req, "id"))
+    return json_response(render_run(run), 200)
+
+
 @bp.route(route="runs/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @handle
 def run_status(req: func.HttpRequest) -> func.HttpResponse:

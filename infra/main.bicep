@@ -51,6 +51,14 @@ param httpTimeout string = ''
 @description('HOOKFLOW_MAX_BODY_BYTES; empty = the app default.')
 param maxBodyBytes string = ''
 
+@description('HOOKFLOW_MAX_WAIT: longest a webhook action waits without its own timeout (ISO 8601, P90D); empty = the app default.')
+param maxWait string = ''
+
+// The Functions host resolves %HOOKFLOW_POLL_SCHEDULE% in the timer binding itself, so this
+// one cannot be left empty: an empty value falls back to the app's documented default here.
+@description('HOOKFLOW_POLL_SCHEDULE: NCRONTAB schedule of the sweep timer; empty = every 5 seconds. Each tick is a billed execution.')
+param pollSchedule string = ''
+
 @description('Memory of each Flex Consumption instance, in MB.')
 @allowed([
   512
@@ -86,6 +94,8 @@ var hookflowSettings = {
   HOOKFLOW_TABLE_PREFIX: tablePrefix
   HOOKFLOW_HTTP_TIMEOUT: httpTimeout
   HOOKFLOW_MAX_BODY_BYTES: maxBodyBytes
+  HOOKFLOW_MAX_WAIT: maxWait
+  HOOKFLOW_POLL_SCHEDULE: empty(pollSchedule) ? '*/5 * * * * *' : pollSchedule
   // The SSRF guard stays on in Azure: workflow actions must not reach private addresses.
   HOOKFLOW_ALLOW_PRIVATE_NETWORK: 'false'
 }

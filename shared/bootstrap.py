@@ -7,6 +7,7 @@ an :class:`~shared.engine.Engine` themselves from whatever adapters they need.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from shared.engine import Engine
 from shared.outbound import RequestsSender, new_session
@@ -14,6 +15,7 @@ from shared.settings import Settings
 from shared.signing import CallbackSigner
 from shared.store.table import TableStore
 
+INLINE_BUDGET = timedelta(seconds=30)
 _lock = threading.Lock()
 _engine: Engine | None = None
 
@@ -32,6 +34,11 @@ def build_engine(settings: Settings) -> Engine:
         signer=CallbackSigner(settings.signing_keys),
         max_body_bytes=settings.max_body_bytes,
         public_base_url=settings.public_base_url,
+        max_wait=settings.max_wait,
+        # The lease must outlast the longest stretch between two writes: the inline budget
+        # plus one outbound call that takes its full timeout.
+        lease=max(timedelta(minutes=5), INLINE_BUDGET + 2 * settings.http_timeout),
+        inline_budget=INLINE_BUDGET,
     )
 
 

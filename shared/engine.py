@@ -1,4 +1,4 @@
-"""Advance a run until it suspends or ends.
+"""Advance a run until it suspends or ends; sweep what the clock has made due.
 
 The rules that keep a run correct without holding anything in memory between requests:
 
@@ -10,24 +10,35 @@ The rules that keep a run correct without holding anything in memory between req
   written as ``Waiting`` with its wait nonce *before* ``subscribe`` is called (write-ahead),
   so a callback that comes back before ``subscribe`` returns finds its wait. A party that is
   not yet the holder writes its claim before it calls anything.
-* **Pure steps are free.** Skipping, settling the run's status and ending the run happen in
-  memory and ride along with the next write, so a callback that ends a run costs one read
-  and one write.
-* **Exactly one party unsubscribes**: the one whose write turns a wait into "subscribed and
-  over". Writes are serialised by ETag, so exactly one write makes that transition.
+* **Pure steps are free.** Skipping, timing out, finishing a delay, settling the run's status
+  and ending the run happen in memory and ride along with the next write.
+* **An alarm before the state that needs it.** Every run that is not over has one entry in
+  the due-item index (its *alarm*) at or before the next moment it needs the clock: a
+  timeout, a poll, a retry, the end of a delay, or its lease running out while someone works
+  on it. The alarm is written before the run state that depends on it, so an alarm can be
+  an orphan (the sweep drops it) but is never missing. An alarm is only ever moved earlier
+  on the hot path; one that fires early is re-armed by the sweep.
+* **Unsubscribe follows the write that ends a subscribed wait** (that write marks it
+  ``owed``), so a crash between the two is finished by the sweep. At the end of a run a
+  successful unsubscribe deletes the run's alarm instead of writing the run again.
 
-Storage transactions in the life of a one-webhook run: read the workflow, insert the run
-(the write-ahead), record the subscribe, read the run on callback, write the ended run.
+Storage transactions in the life of a one-webhook run resumed within the lease: read the
+workflow, insert the alarm, insert the run (the write-ahead), record the subscribe, read the
+run on callback, write the ended run, delete the alarm.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import secrets
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urljoin
 
 from shared import expressions
 from shared.actions import http as http_action
@@ -47,23 +58,32 @@ from shared.models import (
     ErrorInfo,
     HttpAction,
     HttpWebhookAction,
+    PollRecord,
     RunRecord,
     RunStatus,
+    Step,
     TriggerRecord,
+    WaitAction,
     WaitRecord,
     WorkflowDefinition,
     WorkflowState,
     topological_order,
 )
-from shared.outbound import OutboundRequest, Sender, decode_body
+from shared.outbound import OutboundRequest, OutboundResponse, Sender, decode_body
+from shared.retry import Policy, retry_after, retryable_status
 from shared.signing import CallbackSigner, new_nonce, redact_url
 from shared.store import LoadedRun, Store
+from shared.store.base import DueItem, due_keys
 
 log = logging.getLogger("hookflow.engine")
 
 Clock = Callable[[], datetime]
 
 _MAX_CONFLICT_RETRIES = 20
+# Logic Apps polls a 202's Location every 20 seconds when the answer names no Retry-After.
+DEFAULT_POLL_INTERVAL = timedelta(seconds=20)
+HEARTBEAT_HEADER = "x-hookflow-heartbeat"
+OUTCOME_HEADER = "x-hookflow-outcome"
 
 
 def utc_now() -> datetime:
@@ -100,8 +120,6 @@ class InboundRequest:
         content_type = self.header("content-type")
         media = (content_type or "").split(";")[0].strip().lower()
         if self.body and (media == "application/json" or media.endswith("+json")):
-            import json
-
             try:
                 body: Any = json.loads(self.body)
             except ValueError as exc:
@@ -109,6 +127,19 @@ class InboundRequest:
         else:
             body = decode_body(self.body, content_type)
         return {"headers": http_action.redact_headers(dict(self.headers)), "body": body}
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did: items it found due, finished, left to a later sweep, or failed."""
+
+    found: int = 0
+    done: int = 0
+    busy: int = 0
+    failed: int = 0
+    left: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
 
 
 class _Context:
@@ -137,8 +168,12 @@ class _Context:
         return self._now
 
 
+class _LeaseLost(Exception):
+    """Our write lost to someone who took the run over (cancel, or an expired lease)."""
+
+
 class Engine:
-    """Starts runs, receives callbacks and advances runs. Takes its adapters as arguments."""
+    """Starts runs, receives callbacks, sweeps due work. Takes its adapters as arguments."""
 
     def __init__(
         self,
@@ -150,7 +185,10 @@ class Engine:
         public_base_url: str = "",
         clock: Clock = utc_now,
         lease: timedelta = timedelta(minutes=5),
+        max_wait: timedelta = timedelta(days=90),
+        inline_budget: timedelta = timedelta(seconds=30),
         tokens: http_action.TokenProvider | None = None,
+        rand: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -159,7 +197,10 @@ class Engine:
         self.public_base_url = public_base_url.rstrip("/")
         self.clock = clock
         self.lease = lease
+        self.max_wait = max_wait
+        self.inline_budget = inline_budget
         self.tokens = tokens or http_action.TokenProvider()
+        self.rand = rand
 
     # ------------------------------------------------------------------ public operations
 
@@ -210,17 +251,47 @@ class Engine:
             raise NotFound(f"run {run_id!r} does not exist", code="RunNotFound")
         return loaded
 
+    def cancel_run(self, run_id: str) -> RunRecord:
+        """End a run as ``Cancelled``: waiting actions are cancelled and unsubscribed, their
+        callback URLs answer ``410`` from then on. ``409`` when the run has already ended."""
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            loaded = self.get_run(run_id)
+            run = loaded.run
+            if run.status.ended:
+                raise Conflict(f"the run has already ended ({run.status.value})", code="RunEnded")
+            now = self.clock()
+            run.status = RunStatus.CANCELLED
+            run.end_time = now
+            run.error = ErrorInfo(code="Cancelled", message="the run was cancelled")
+            for record in run.actions.values():
+                if not record.status.final:
+                    record.status = ActionStatus.CANCELLED
+                    record.end_time = now
+                    record.step = record.next_at = None
+            # Cancel overrides whoever was advancing: their next write conflicts and stops.
+            run.lease_owner = run.lease_until = None
+            try:
+                return self._advance(loaded, run, loaded.definition, owner=self._owner(), claimed=False).run
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"run {run_id!r} kept changing; try again")
+
     def receive_action_callback(
         self, run_id: str, action: str, query: Mapping[str, str], request: InboundRequest
     ) -> RunRecord:
         """Resume a waiting webhook action. Exactly one callback per wait wins.
 
-        Raises Unauthorized (bad signature), PayloadTooLarge, Conflict (already resumed) or
-        Gone (the wait is over); none of them changes anything.
+        ``x-hookflow-outcome: failed`` fails the action with the body as its error;
+        ``x-hookflow-heartbeat: true`` resumes nothing and pushes the action's timeout out by
+        its ``limit.heartbeat``. Raises Unauthorized (bad signature), PayloadTooLarge,
+        BadRequest, Conflict (already resumed) or Gone (the wait is over); none of them
+        changes anything.
         """
         target = self.signer.verify_action(run_id, action, query)
         self.check_body_size(request.body)
         received = request.outputs()
+        heartbeat = (request.header(HEARTBEAT_HEADER) or "").strip().lower() == "true"
+        failed = (request.header(OUTCOME_HEADER) or "").strip().lower() == "failed"
         for _ in range(_MAX_CONFLICT_RETRIES):
             loaded = self.store.load_run(run_id)
             if loaded is None:
@@ -235,21 +306,32 @@ class Engine:
             if record.status != ActionStatus.WAITING or run.status.ended:
                 raise Gone(f"the wait ended with status {record.status.value}", code="WaitGone")
             now = self.clock()
-            wait.callback_at = now
-            record.outputs = {"statusCode": 200, **received}
-            record.status = ActionStatus.SUCCEEDED
-            record.end_time = now
+            definition_action = loaded.definition.actions[action]
             owner = self._owner()
             try:
-                if run.lease_free(now, owner):
-                    loaded = self._advance(loaded, run, loaded.definition, owner=owner, claimed=False)
+                if heartbeat:
+                    wait.heartbeat_at = now
+                    beat = definition_action.heartbeat if isinstance(definition_action, HttpWebhookAction) else None
+                    if beat is not None and record.deadline is not None:
+                        record.deadline = max(record.deadline, now + beat)
+                    return self._persist(loaded, run).run
+                wait.callback_at = now
+                record.outputs = {"statusCode": 200, **received}
+                record.end_time = now
+                record.step = record.next_at = None
+                if failed:
+                    record.status = ActionStatus.FAILED
+                    record.error = ErrorInfo(code="CallbackFailed", message=_error_text(received["body"]))
                 else:
-                    # The holder is still at work (typically: still inside subscribe). Record
-                    # the news; the holder merges it on its next write.
-                    loaded = self._persist_and_unsubscribe(loaded, run, loaded.definition)
+                    record.status = ActionStatus.SUCCEEDED
+                    record.error = None
+                if run.lease_free(now, owner):
+                    return self._advance(loaded, run, loaded.definition, owner=owner, claimed=False).run
+                # The holder is still at work (typically: still inside subscribe). Record the
+                # news; the holder merges it on its next write.
+                return self._persist(loaded, run).run
             except ConcurrencyConflict:
                 continue
-            return loaded.run
         raise ConcurrencyConflict(f"run {run_id!r} kept changing; try again")
 
     def callback_urls(self, run: RunRecord) -> dict[str, str]:
@@ -264,12 +346,73 @@ class Engine:
         if len(body) > self.max_body_bytes:
             raise PayloadTooLarge(f"the body is {len(body)} bytes; the limit is {self.max_body_bytes}")
 
+    # ------------------------------------------------------------------ the sweep
+
+    def sweep(self, *, batch: int = 200, budget: timedelta = timedelta(seconds=20)) -> SweepReport:
+        """Do what is due: one range query for the items due by now, then each item in turn.
+
+        Each item is claimed (ETag-conditional) before its run is touched, so overlapping
+        sweeps never work on the same item; a claim runs out after the lease, so the items of
+        a sweep that died come back. What does not fit ``batch`` or ``budget`` waits for the
+        next tick.
+        """
+        started = time.monotonic()
+        now = self.clock()
+        items = self.store.due_items(now, batch)
+        report = SweepReport(found=len(items))
+        for item in items:
+            if time.monotonic() - started > budget.total_seconds():
+                report.left += 1
+                continue
+            if item.claimed_until is not None and item.claimed_until > now:
+                report.busy += 1
+                continue
+            claimed = self.store.claim_due(item, now + self.lease)
+            if claimed is None:
+                report.busy += 1
+                continue
+            try:
+                done = self.wake(claimed)
+            except Exception as exc:  # one bad run must not stop the sweep; its claim runs out
+                log.exception("sweep: run %s failed", item.run_id)
+                report.failed += 1
+                report.errors.append(f"{item.run_id}: {type(exc).__name__}")
+                continue
+            if done:
+                self.store.delete_due(item.run_id, item.due_at)
+                report.done += 1
+            else:
+                report.busy += 1
+        report.seconds = time.monotonic() - started
+        return report
+
+    def wake(self, item: DueItem) -> bool:
+        """Do what is due for one alarm's run. ``False``: leave the item for a later sweep."""
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            loaded = self.store.load_run(item.run_id)
+            if loaded is None:
+                return True  # the run is gone: the item is an orphan
+            run = loaded.run
+            if run.alarm_at is None or due_keys(run.id, run.alarm_at) != item.keys:
+                return True  # not this run's alarm any more
+            now = self.clock()
+            owner = self._owner()
+            if not run.lease_free(now, owner):
+                return False  # someone is at work on it; the claim runs out and we look again
+            run.alarm_at = None  # this alarm is being consumed; the next write arms the next one
+            try:
+                self._advance(loaded, run, loaded.definition, owner=owner, claimed=False)
+            except ConcurrencyConflict:
+                continue
+            return True
+        return False
+
     # ------------------------------------------------------------------ advancing
 
     def _advance(
         self, loaded: LoadedRun | None, run: RunRecord, definition: WorkflowDefinition, *, owner: str, claimed: bool
     ) -> LoadedRun:
-        """Run actions until the run suspends or ends; persist; return the persisted run.
+        """Run what is due until the run rests or ends; persist; return the persisted run.
 
         ``claimed`` says whether ``owner`` already holds the lease *in storage* (or the run
         is not stored yet, so nobody else can know it). When it does not, the first side
@@ -277,64 +420,128 @@ class Engine:
         raised so that the caller decides again from fresh state.
         """
         order = topological_order(definition)
+        started = time.monotonic()
         while True:
             now = self.clock()
             if claimed:
-                run.lease_owner = owner
-                run.lease_until = now + self.lease
+                run.lease_owner, run.lease_until = owner, now + self.lease
             self._settle(run, definition, order, now)
-            ready = None if run.status.ended else self._next_ready(run, definition, order)
-            if ready is None:
-                run.lease_owner = None
-                run.lease_until = None
-                run.status = self._resting_status(run)
+            over_budget = time.monotonic() - started > self.inline_budget.total_seconds()
+            step = None if over_budget else self._next_step(run, definition, order, now)
+            if step is None:
+                owed = self._owed_unsubscribes(run, now)
                 try:
-                    loaded = self._persist_and_unsubscribe(loaded, run, definition)
+                    if owed:
+                        # Keep the lease while we unsubscribe, so nobody else does it too.
+                        run.lease_owner, run.lease_until = owner, now + self.lease
+                        run.status = self._resting_status(run)
+                        loaded = self._persist(loaded, run, definition)
+                        claimed = True
+                        if self._unsubscribe_all(run, definition, owed) and self._finished(run):
+                            # Nothing left to do or record: drop the alarm, skip the write.
+                            if run.alarm_at is not None:
+                                self._drop_alarm(run.id, run.alarm_at)
+                            return loaded
+                        continue  # write what the unsubscribes changed, then rest
+                    run.lease_owner = run.lease_until = None
+                    run.status = self._resting_status(run)
+                    return self._persist(loaded, run, definition)
                 except ConcurrencyConflict:
                     if not claimed:
                         raise
                     loaded, run = self._merge_after_conflict(run, owner)
-                    if loaded is None:
-                        raise
                     continue
-                return loaded
             if not claimed:
-                run.lease_owner = owner
-                run.lease_until = now + self.lease
+                run.lease_owner, run.lease_until = owner, now + self.lease
                 run.status = RunStatus.RUNNING
-                loaded = self._persist_and_unsubscribe(loaded, run, definition)
+                loaded = self._persist(loaded, run, definition)
                 claimed = True
-            action = definition.actions[ready]
-            if isinstance(action, HttpAction):
-                self._run_http(run, ready, action, now)
-            elif isinstance(action, HttpWebhookAction):
-                loaded, run = self._run_webhook(loaded, run, definition, ready, action, owner)
+                continue
+            kind, name = step
+            action = definition.actions[name]
+            if kind == "start" and isinstance(action, HttpAction):
+                self._http_attempt(run, name, action, now)
+            elif kind == "start" and isinstance(action, HttpWebhookAction):
+                self._begin_wait(run, name, action, now)
+            elif kind == Step.SUBSCRIBE and isinstance(action, HttpWebhookAction):
+                persisted = loaded.run.actions[name].wait if loaded is not None else None
+                if persisted is None or persisted.nonce != run.actions[name].wait.nonce:  # type: ignore[union-attr]
+                    loaded, run = self._checkpoint(loaded, run, definition, owner)  # the write-ahead
+                    continue
+                self._subscribe(run, name, action, now)
+            elif kind == Step.POLL and isinstance(action, HttpAction):
+                self._poll(run, name, action, now)
+            elif kind == Step.RETRY and isinstance(action, HttpAction):
+                self._http_attempt(run, name, action, now)
+            else:  # pragma: no cover - _next_step only returns the pairs above
+                raise AssertionError(f"no step {kind} for {type(action).__name__}")
 
-    def _next_ready(self, run: RunRecord, definition: WorkflowDefinition, order: list[str]) -> str | None:
+    def _next_step(
+        self, run: RunRecord, definition: WorkflowDefinition, order: list[str], now: datetime
+    ) -> tuple[str, str] | None:
+        """The first side effect that is due now: an action to start, or a step whose time has come."""
+        if run.status.ended:
+            return None
         for name in order:
             record = run.actions[name]
-            if record.status != ActionStatus.PENDING:
-                continue
-            if all(run.actions[dep].status.final for dep in definition.actions[name].run_after):
-                return name
+            action = definition.actions[name]
+            if record.status == ActionStatus.PENDING and not isinstance(action, WaitAction):
+                if self._ready(run, definition, name):
+                    return ("start", name)
+            elif (
+                record.status in (ActionStatus.WAITING, ActionStatus.RUNNING)
+                and record.step in (Step.SUBSCRIBE, Step.POLL, Step.RETRY)
+                and record.next_at is not None
+                and record.next_at <= now
+            ):
+                return (record.step.value, name)
         return None
 
+    @staticmethod
+    def _ready(run: RunRecord, definition: WorkflowDefinition, name: str) -> bool:
+        after = definition.actions[name].run_after
+        return all(run.actions[dep].status.final for dep in after) and all(
+            run.actions[dep].status.value in allowed for dep, allowed in after.items()
+        )
+
     def _settle(self, run: RunRecord, definition: WorkflowDefinition, order: list[str], now: datetime) -> None:
-        """The pure steps: skip actions whose runAfter cannot be met; end the run when done."""
+        """The pure steps: skips, timeouts, delays that are over, owed unsubscribes, the end."""
         changed = True
         while changed:
             changed = False
             for name in order:
                 record = run.actions[name]
-                if record.status != ActionStatus.PENDING:
-                    continue
-                after = definition.actions[name].run_after
-                if not all(run.actions[dep].status.final for dep in after):
-                    continue
-                if not all(run.actions[dep].status.value in allowed for dep, allowed in after.items()):
-                    record.status = ActionStatus.SKIPPED
-                    record.start_time = record.end_time = now
-                    changed = True
+                action = definition.actions[name]
+                if record.status == ActionStatus.PENDING and not run.status.ended:
+                    after = action.run_after
+                    if not all(run.actions[dep].status.final for dep in after):
+                        continue
+                    if not self._ready(run, definition, name):
+                        record.status = ActionStatus.SKIPPED
+                        record.start_time = record.end_time = now
+                        changed = True
+                    elif isinstance(action, WaitAction):
+                        record.status = ActionStatus.WAITING
+                        record.start_time = now
+                        record.attempts = 1
+                        record.step, record.next_at = Step.DELAY, action.inputs.due(now)
+                        changed = True
+                if record.status in (ActionStatus.WAITING, ActionStatus.RUNNING):
+                    if record.deadline is not None and record.deadline <= now:
+                        record.status = ActionStatus.TIMED_OUT
+                        record.error = ErrorInfo(code="ActionTimedOut", message=f"action {name!r} timed out")
+                        record.end_time = now
+                        record.step = record.next_at = None
+                        changed = True
+                    elif record.step == Step.DELAY and record.next_at is not None and record.next_at <= now:
+                        record.status = ActionStatus.SUCCEEDED
+                        record.end_time = now
+                        record.step = record.next_at = None
+                        changed = True
+                wait = record.wait
+                if wait is not None and wait.subscribed and record.status.final and wait.unsubscribe is None:
+                    has_spec = isinstance(action, HttpWebhookAction) and action.inputs.unsubscribe is not None
+                    wait.unsubscribe = "owed" if has_spec else "done"
         if run.status.ended or not all(r.status.final for r in run.actions.values()):
             return
         failure = self._unhandled_failure(run, definition)
@@ -368,12 +575,24 @@ class Engine:
             return RunStatus.WAITING
         return RunStatus.RUNNING
 
+    @staticmethod
+    def _finished(run: RunRecord) -> bool:
+        """Ended, and nothing left that needs the clock (no unsubscribe still owed)."""
+        return run.status.ended and not any(
+            r.wait is not None and r.wait.unsubscribe == "owed" for r in run.actions.values()
+        )
+
     # ------------------------------------------------------------------ action types
 
-    def _run_http(self, run: RunRecord, name: str, action: HttpAction, now: datetime) -> None:
+    def _http_attempt(self, run: RunRecord, name: str, action: HttpAction, now: datetime) -> None:
+        """Send an Http action's request once; decide success, failure, retry or polling."""
         record = run.actions[name]
-        record.status = ActionStatus.RUNNING
-        record.start_time = now
+        if record.status == ActionStatus.PENDING:
+            record.status = ActionStatus.RUNNING
+            record.start_time = now
+            timeout = action.timeout
+            record.deadline = now + timeout if timeout is not None else None
+        record.step = record.next_at = None
         record.attempts += 1
         try:
             evaluated = http_action.evaluate_spec(action.inputs, _Context(run, now, None))
@@ -383,59 +602,230 @@ class Engine:
             return
         record.inputs = http_action.redact_inputs(evaluated)
         response, error = http_action.call(self.sender, request)
-        record.end_time = self.clock()
+        now = self.clock()
+        location = _header(response, "location") if response is not None else None
+        if response is not None and response.status_code == 202 and action.async_pattern and location:
+            record.status = ActionStatus.WAITING
+            record.outputs = http_action.response_outputs(response)
+            record.poll = PollRecord(location=urljoin(request.url, location))
+            record.failures = 0
+            record.error = None
+            record.step, record.next_at = Step.POLL, now + (retry_after(response.headers, now) or DEFAULT_POLL_INTERVAL)
+            if record.deadline is None:
+                record.deadline = (record.start_time or now) + self.max_wait
+            return
+        if self._schedule_retry(record, action.inputs.retry_policy, response, error, now, Step.RETRY):
+            return
+        self._finish_http(record, response, error, now)
+
+    def _poll(self, run: RunRecord, name: str, action: HttpAction, now: datetime) -> None:
+        """Poll an asynchronous action's Location, with the action's own authentication."""
+        record = run.actions[name]
+        assert record.poll is not None
+        headers = self._correlation(run, name)
+        try:
+            evaluated = http_action.evaluate_spec(action.inputs, _Context(run, now, None))
+            auth = {"method": "GET", "uri": record.poll.location, "authentication": evaluated.get("authentication")}
+            request = http_action.build_request(auth, headers, self.tokens)
+        except ExpressionError as exc:
+            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
+            return
+        response, error = http_action.call(self.sender, request)
+        now = self.clock()
+        if response is not None and response.status_code == 202:
+            location = _header(response, "location")
+            if location:
+                record.poll = PollRecord(location=urljoin(record.poll.location, location))
+            record.outputs = http_action.response_outputs(response)
+            record.failures = 0
+            record.step, record.next_at = Step.POLL, now + (retry_after(response.headers, now) or DEFAULT_POLL_INTERVAL)
+            return
+        if self._schedule_retry(record, action.inputs.retry_policy, response, error, now, Step.POLL):
+            return
+        self._finish_http(record, response, error, now)
+
+    def _finish_http(
+        self, record: ActionRecord, response: OutboundResponse | None, error: ErrorInfo | None, now: datetime
+    ) -> None:
+        record.end_time = now
+        record.step = record.next_at = None
         if response is None:
             self._fail(record, error)
             return
         record.outputs = http_action.response_outputs(response)
-        error = http_action.outcome_error(response)
-        record.error = error
-        record.status = ActionStatus.FAILED if error else ActionStatus.SUCCEEDED
+        record.error = http_action.outcome_error(response)
+        record.status = ActionStatus.FAILED if record.error else ActionStatus.SUCCEEDED
 
-    def _run_webhook(
+    def _schedule_retry(
         self,
-        loaded: LoadedRun | None,
-        run: RunRecord,
-        definition: WorkflowDefinition,
-        name: str,
-        action: HttpWebhookAction,
-        owner: str,
-    ) -> tuple[LoadedRun, RunRecord]:
-        now = self.clock()
+        record: ActionRecord,
+        spec: Any,
+        response: OutboundResponse | None,
+        error: ErrorInfo | None,
+        now: datetime,
+        step: Step,
+    ) -> bool:
+        """Arrange the next attempt when the answer is worth retrying and the policy allows."""
+        if response is not None and not retryable_status(response.status_code):
+            return False
+        record.failures += 1
+        delay = Policy.of(spec).delay(record.failures, self.rand)
+        if delay is None:
+            return False
+        if response is not None and response.status_code in (429, 503):
+            delay = retry_after(response.headers, now) or delay
+        if record.deadline is not None and now + delay >= record.deadline:
+            return False  # the deadline comes first; the action times out there
+        record.step, record.next_at = step, now + delay
+        record.error = error or http_action.outcome_error(response) if response is not None else error
+        if response is not None:
+            record.outputs = http_action.response_outputs(response)
+        return True
+
+    def _begin_wait(self, run: RunRecord, name: str, action: HttpWebhookAction, now: datetime) -> None:
+        """Make a webhook action wait (pure): a fresh nonce, its deadline, subscribe due now."""
         record = run.actions[name]
-        nonce = new_nonce()
-        url = self.signer.action_url(run.base_url, run.id, name, nonce)
-        try:
-            evaluated = http_action.evaluate_spec(action.inputs.subscribe, _Context(run, now, url))
-            shown = http_action.evaluate_spec(action.inputs.subscribe, _Context(run, now, redact_url(url)))
-            request = http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
-        except ExpressionError as exc:
-            record.start_time = now
-            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
-            return self._checkpoint(loaded, run, definition, owner)
         record.status = ActionStatus.WAITING
         record.start_time = now
-        record.attempts += 1
+        timeout = action.timeout
+        record.deadline = now + (min(timeout, self.max_wait) if timeout is not None else self.max_wait)
+        record.wait = WaitRecord(nonce=new_nonce())
+        record.step, record.next_at = Step.SUBSCRIBE, now
+        url = self.signer.action_url(run.base_url, run.id, name, record.wait.nonce)
+        try:
+            shown = http_action.evaluate_spec(action.inputs.subscribe, _Context(run, now, redact_url(url)))
+        except ExpressionError as exc:
+            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
+            return
         record.inputs = http_action.redact_inputs(shown)
-        record.wait = WaitRecord(nonce=nonce)
         run.status = RunStatus.RUNNING
-        loaded, run = self._checkpoint(loaded, run, definition, owner)  # the write-ahead
 
-        response, error = http_action.call(self.sender, request)
-        if response is not None:
-            error = http_action.outcome_error(response)
+    def _subscribe(self, run: RunRecord, name: str, action: HttpWebhookAction, now: datetime) -> None:
+        """Call subscribe for a wait that is already stored (so an early callback finds it)."""
         record = run.actions[name]
         wait = record.wait
         assert wait is not None
-        wait.subscribe_status = response.status_code if response is not None else None
+        url = self.signer.action_url(run.base_url, run.id, name, wait.nonce)
+        record.attempts += 1
+        record.step = record.next_at = None
+        try:
+            evaluated = http_action.evaluate_spec(action.inputs.subscribe, _Context(run, now, url))
+            request = http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
+        except ExpressionError as exc:
+            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
+            return
+        response, error = http_action.call(self.sender, request)
+        now = self.clock()
+        if response is not None:
+            wait.subscribe_status = response.status_code
+            error = http_action.outcome_error(response)
         if error is None:
             wait.subscribed = True
+            wait.subscribe_error = None
+            record.failures = 0
+            return
+        wait.subscribe_error = error
+        if self._schedule_retry(record, action.inputs.subscribe.retry_policy, response, error, now, Step.SUBSCRIBE):
+            record.error = None
+            return
+        if wait.callback_at is None:
+            # Nobody called back: the action fails on its subscribe, and its URL is void.
+            self._fail(record, ErrorInfo(code="SubscribeFailed", message=error.message))
+
+    def _owed_unsubscribes(self, run: RunRecord, now: datetime) -> list[str]:
+        return [
+            name
+            for name, record in run.actions.items()
+            if record.wait is not None
+            and record.wait.unsubscribe == "owed"
+            and (record.wait.unsubscribe_next_at is None or record.wait.unsubscribe_next_at <= now)
+        ]
+
+    def _unsubscribe_all(self, run: RunRecord, definition: WorkflowDefinition, names: list[str]) -> bool:
+        """Unsubscribe each wait; ``True`` when every call succeeded."""
+        return all(self._unsubscribe(run, definition, name) for name in names)
+
+    def _unsubscribe(self, run: RunRecord, definition: WorkflowDefinition, name: str) -> bool:
+        """Call ``unsubscribe`` for a wait that is over; retry by policy; keep a final failure."""
+        action = definition.actions[name]
+        record = run.actions[name]
+        wait = record.wait
+        assert wait is not None
+        if not isinstance(action, HttpWebhookAction) or action.inputs.unsubscribe is None:
+            wait.unsubscribe = "done"
+            return True
+        now = self.clock()
+        url = self.signer.action_url(run.base_url, run.id, name, wait.nonce)
+        wait.unsubscribe_attempts += 1
+        try:
+            evaluated = http_action.evaluate_spec(action.inputs.unsubscribe, _Context(run, now, url))
+            request = http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
+        except ExpressionError as exc:
+            wait.unsubscribe, wait.unsubscribe_next_at = "failed", None
+            wait.unsubscribe_error = ErrorInfo(code="InvalidTemplate", message=exc.message)
+            return False
+        response, error = http_action.call(self.sender, request)
+        if response is not None:
+            error = http_action.outcome_error(response)
+        if error is None:
+            wait.unsubscribe, wait.unsubscribe_next_at, wait.unsubscribe_error = "done", None, None
+            return True
+        wait.unsubscribe_error = error
+        retryable = response is None or retryable_status(response.status_code)
+        delay = Policy.of(action.inputs.unsubscribe.retry_policy).delay(wait.unsubscribe_attempts, self.rand)
+        if retryable and delay is not None:
+            if response is not None and response.status_code in (429, 503):
+                delay = retry_after(response.headers, now) or delay
+            wait.unsubscribe_next_at = now + delay
         else:
-            wait.subscribe_error = error
-            if wait.callback_at is None:
-                # Nobody called back: the action fails on its subscribe, and its URL is void.
-                self._fail(record, ErrorInfo(code="SubscribeFailed", message=error.message))
-        return loaded, run
+            wait.unsubscribe, wait.unsubscribe_next_at = "failed", None
+            log.warning("run %s action %s: unsubscribe failed: %s", run.id, name, error.message)
+        return False
+
+    # ------------------------------------------------------------------ persistence
+
+    def _alarm_needed(self, run: RunRecord, definition: WorkflowDefinition, now: datetime) -> datetime | None:
+        """The next moment this run needs the clock, as stored; ``None`` when never again."""
+        if run.lease_owner is not None and run.lease_until is not None:
+            return run.lease_until  # someone is at work: if they vanish, look when the lease ends
+        times: list[datetime] = []
+        for record in run.actions.values():
+            if record.status in (ActionStatus.WAITING, ActionStatus.RUNNING):
+                times += [t for t in (record.deadline, record.next_at) if t is not None]
+            if record.wait is not None and record.wait.unsubscribe == "owed":
+                times.append(record.wait.unsubscribe_next_at or now)
+        if self._next_step(run, definition, topological_order(definition), now) is not None:
+            times.append(now)  # work left over (the inline budget ran out): the sweep goes on with it
+        return min(times) if times else None
+
+    def _persist(
+        self, loaded: LoadedRun | None, run: RunRecord, definition: WorkflowDefinition | None = None
+    ) -> LoadedRun:
+        """Arm the alarm the new state needs, then create or conditionally replace the run.
+
+        Raises :class:`ConcurrencyConflict` when someone else wrote first (the alarm written
+        for this attempt is then an orphan, which the sweep drops).
+        """
+        now = self.clock()
+        definition = definition or (loaded.definition if loaded is not None else None)
+        assert definition is not None, "creating a run needs its definition"
+        needed = self._alarm_needed(run, definition, now)
+        stale: datetime | None = None
+        if needed is not None and (run.alarm_at is None or needed < run.alarm_at):
+            self.store.add_due(run.id, needed)
+            stale, run.alarm_at = run.alarm_at, needed
+        elif needed is None and run.alarm_at is not None:
+            stale, run.alarm_at = run.alarm_at, None
+        stored = self.store.create_run(run, definition) if loaded is None else self.store.save_run(loaded, run)
+        if stale is not None:
+            self._drop_alarm(run.id, stale)
+        return stored
+
+    def _drop_alarm(self, run_id: str, due_at: datetime) -> None:
+        try:
+            self.store.delete_due(run_id, due_at)
+        except Exception:  # an alarm left behind is an orphan the sweep drops; not worth failing for
+            log.warning("run %s: could not delete the alarm at %s", run_id, due_at.isoformat())
 
     def _checkpoint(
         self, loaded: LoadedRun | None, run: RunRecord, definition: WorkflowDefinition, owner: str
@@ -443,115 +833,61 @@ class Engine:
         """Persist while holding the lease, merging news that arrived meanwhile."""
         for _ in range(_MAX_CONFLICT_RETRIES):
             try:
-                return self._persist_and_unsubscribe(loaded, run, definition), run
+                return self._persist(loaded, run, definition), run
             except ConcurrencyConflict:
-                merged, run = self._merge_after_conflict(run, owner)
-                if merged is None:
-                    raise
-                loaded = merged
+                loaded, run = self._merge_after_conflict(run, owner)
         raise ConcurrencyConflict(f"run {run.id!r} kept changing; gave up")
 
-    def _merge_after_conflict(self, mine: RunRecord, owner: str) -> tuple[LoadedRun | None, RunRecord]:
+    def _merge_after_conflict(self, mine: RunRecord, owner: str) -> tuple[LoadedRun, RunRecord]:
         """Reload after a lost write and fold in what others may write while we hold the lease.
 
-        Non-holders only ever record callbacks on waiting actions; everything else in the
-        run is ours. Returns ``(None, mine)`` when the run is gone or the lease was lost.
+        Non-holders only ever record callbacks and heartbeats on waiting actions; everything
+        else in the run is ours. When the run was taken from us (cancelled, or our lease ran
+        out and someone else took it) we stop, after unsubscribing what we subscribed that
+        the stored run does not know about.
         """
         theirs = self.store.load_run(mine.id)
-        if theirs is None:
-            return None, mine
-        if theirs.run.lease_owner != owner:
-            log.warning("run %s: lease lost to another advancer; stopping here", mine.id)
-            return None, mine
+        if theirs is None or theirs.run.lease_owner != owner:
+            if theirs is not None:
+                self._release_unknown_subscriptions(mine, theirs)
+            log.warning("run %s: taken over by another writer; stopping here", mine.id)
+            raise ConcurrencyConflict(f"run {mine.id!r} was taken over") from _LeaseLost()
         merged = False
         for name, their_record in theirs.run.actions.items():
             my_record = mine.actions.get(name)
             their_wait = their_record.wait
-            if my_record is None or their_wait is None or their_wait.callback_at is None:
+            my_wait = my_record.wait if my_record else None
+            if my_record is None or their_wait is None or my_wait is None or my_wait.nonce != their_wait.nonce:
                 continue
-            my_wait = my_record.wait
-            if my_wait is None or my_wait.nonce != their_wait.nonce or my_wait.callback_at is not None:
+            if their_wait.heartbeat_at is not None and their_wait.heartbeat_at != my_wait.heartbeat_at:
+                my_wait.heartbeat_at = their_wait.heartbeat_at
+                if my_record.status == ActionStatus.WAITING:
+                    my_record.deadline = their_record.deadline
+            if their_wait.callback_at is None or my_wait.callback_at is not None:
                 continue
             my_wait.callback_at = their_wait.callback_at
             my_record.outputs = their_record.outputs
             my_record.end_time = their_record.end_time
             my_record.status = their_record.status
             my_record.error = their_record.error
+            my_record.step = my_record.next_at = None
             merged = True
         if merged and mine.status.ended:
             # The run was settled without the news; let the next settle decide again.
             mine.status, mine.end_time, mine.error = RunStatus.RUNNING, None, None
+        mine.alarm_at = theirs.run.alarm_at if mine.alarm_at is None else mine.alarm_at
         return theirs, mine
 
-    # ------------------------------------------------------------------ persistence
-
-    def _persist(
-        self, loaded: LoadedRun | None, run: RunRecord, definition: WorkflowDefinition
-    ) -> tuple[LoadedRun, list[str]]:
-        """Create or conditionally replace the run; return it and the waits this write closed.
-
-        A wait is *closed* by the write that first stores it as subscribed and over; that
-        writer owes its unsubscribe.
-        """
-        before = loaded.run.actions if loaded is not None else {}
-        stored = self.store.create_run(run, definition) if loaded is None else self.store.save_run(loaded, run)
-        closed = [
-            name
-            for name, record in run.actions.items()
-            if _closed(record) and not (name in before and _closed(before[name]))
-        ]
-        return stored, closed
-
-    def _persist_and_unsubscribe(
-        self, loaded: LoadedRun | None, run: RunRecord, definition: WorkflowDefinition
-    ) -> LoadedRun:
-        stored, closed = self._persist(loaded, run, definition)
-        failed = [name for name in closed if not self._unsubscribe(run, definition, name)]
-        if failed and run.lease_owner is None:
-            # No later write of ours will carry the failure: record it now (best effort).
-            stored = self._record_unsubscribe_failures(stored, failed)
-        return stored
-
-    def _record_unsubscribe_failures(self, stored: LoadedRun, names: list[str]) -> LoadedRun:
-        errors = {name: stored.run.actions[name].wait.unsubscribe_error for name in names}  # type: ignore[union-attr]
-        current: LoadedRun | None = stored
-        for _ in range(_MAX_CONFLICT_RETRIES):
-            if current is None:
-                break
-            run = current.run.model_copy(deep=True)
-            for name, error in errors.items():
-                wait = run.actions[name].wait
-                if wait is not None:
-                    wait.unsubscribe_error = error
-            try:
-                return self.store.save_run(current, run)
-            except ConcurrencyConflict:
-                current = self.store.load_run(run.id)
-        log.warning("run %s: could not record an unsubscribe failure", stored.run.id)
-        return stored
-
-    def _unsubscribe(self, run: RunRecord, definition: WorkflowDefinition, name: str) -> bool:
-        """Call ``unsubscribe`` for a closed wait; on failure keep the error on the action."""
-        action = definition.actions[name]
-        if not isinstance(action, HttpWebhookAction) or action.inputs.unsubscribe is None:
-            return True
-        record = run.actions[name]
-        assert record.wait is not None
-        url = self.signer.action_url(run.base_url, run.id, name, record.wait.nonce)
-        try:
-            evaluated = http_action.evaluate_spec(action.inputs.unsubscribe, _Context(run, self.clock(), url))
-            request = http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
-        except ExpressionError as exc:
-            record.wait.unsubscribe_error = ErrorInfo(code="InvalidTemplate", message=exc.message)
-            return False
-        response, error = http_action.call(self.sender, request)
-        if response is not None:
-            error = http_action.outcome_error(response)
-        if error is not None:
-            record.wait.unsubscribe_error = error
-            log.warning("run %s action %s: unsubscribe failed: %s", run.id, name, error.message)
-            return False
-        return True
+    def _release_unknown_subscriptions(self, mine: RunRecord, theirs: LoadedRun) -> None:
+        """Unsubscribe waits we subscribed that the stored run never learned of."""
+        for name, record in mine.actions.items():
+            stored = theirs.run.actions.get(name)
+            if record.wait is None or not record.wait.subscribed:
+                continue
+            known = stored is not None and stored.wait is not None and stored.wait.nonce == record.wait.nonce
+            if known and stored is not None and stored.wait is not None and stored.wait.subscribed:
+                continue  # they know: it is theirs to unsubscribe
+            self._unsubscribe(mine, theirs.definition, name)
 
     # ------------------------------------------------------------------ helpers
 
@@ -567,14 +903,22 @@ class Engine:
         record.status = ActionStatus.FAILED
         record.error = error
         record.end_time = self.clock()
+        record.step = record.next_at = None
 
     @staticmethod
     def _owner() -> str:
         return secrets.token_hex(8)
 
 
-def _closed(record: ActionRecord) -> bool:
-    return record.wait is not None and record.wait.subscribed and record.status.final
+def _header(response: OutboundResponse | None, name: str) -> str | None:
+    if response is None:
+        return None
+    return next((v for k, v in response.headers.items() if k.lower() == name), None)
+
+
+def _error_text(body: Any) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return text[:2000] if text else "the target reported a failure"
 
 
 def render_run(run: RunRecord, callback_urls: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -594,6 +938,11 @@ def render_run(run: RunRecord, callback_urls: Mapping[str, str] | None = None) -
             "error": record.error.model_dump() if record.error else None,
             "attempts": record.attempts,
         }
+        if not record.status.final:
+            if record.deadline is not None:
+                shown["timeoutTime"] = iso(record.deadline)
+            if record.step is not None and record.next_at is not None:
+                shown["next"] = {"step": record.step.value, "time": iso(record.next_at)}
         if record.wait is not None:
             shown["subscription"] = {
                 "subscribed": record.wait.subscribed,
@@ -619,4 +968,13 @@ def render_run(run: RunRecord, callback_urls: Mapping[str, str] | None = None) -
     }
 
 
-__all__ = ["Engine", "InboundRequest", "OutboundRequest", "expressions", "new_run_id", "render_run", "utc_now"]
+__all__ = [
+    "Engine",
+    "InboundRequest",
+    "OutboundRequest",
+    "SweepReport",
+    "expressions",
+    "new_run_id",
+    "render_run",
+    "utc_now",
+]

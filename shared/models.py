@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared import expressions
+from shared.durations import format_duration, parse_duration
 from shared.errors import DefinitionInvalid, ExpressionError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
@@ -60,6 +61,45 @@ class Authentication(_Strict):
         return self
 
 
+def _duration_text(value: str, *, minimum: timedelta = timedelta(0)) -> str:
+    try:
+        parsed = parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from exc
+    if parsed < minimum:
+        raise ValueError(f"{value!r} is shorter than {format_duration(minimum)}")
+    return value
+
+
+class RetryPolicy(_Strict):
+    """WDL ``retryPolicy``. Logic Apps asks for intervals of at least 5 seconds; Hookflow
+    accepts 1 second and up, so that short retries can be tried out and tested."""
+
+    type: Literal["exponential", "fixed", "none"] = "exponential"
+    count: int | None = Field(default=None, ge=1, le=90)
+    interval: str | None = None
+    minimum_interval: str | None = Field(default=None, alias="minimumInterval")
+    maximum_interval: str | None = Field(default=None, alias="maximumInterval")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _canonical_type(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("interval", "minimum_interval", "maximum_interval")
+    @classmethod
+    def _durations(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _duration_text(value, minimum=timedelta(seconds=1))
+
+    @model_validator(mode="after")
+    def _fixed_needs_both(self) -> RetryPolicy:
+        if self.type == "fixed" and (self.count is None or self.interval is None):
+            raise ValueError("a fixed retry policy needs 'count' and 'interval'")
+        return self
+
+
 class HttpRequestSpec(_Strict):
     """An outbound request as written in a definition; strings may hold expressions."""
 
@@ -69,6 +109,7 @@ class HttpRequestSpec(_Strict):
     queries: dict[str, Any] | None = None
     body: Any = None
     authentication: Authentication | None = None
+    retry_policy: RetryPolicy | None = Field(default=None, alias="retryPolicy")
 
     @field_validator("method")
     @classmethod
@@ -99,6 +140,19 @@ class WebhookInputs(_Strict):
     unsubscribe: UnsubscribeSpec | None = None
 
 
+class Limit(_Strict):
+    """``limit``: how long an action may take (``timeout``) and, for a webhook action, how far
+    a heartbeat callback pushes that deadline (``heartbeat``). ISO 8601 durations."""
+
+    timeout: str | None = None
+    heartbeat: str | None = None
+
+    @field_validator("timeout", "heartbeat")
+    @classmethod
+    def _durations(cls, value: str | None) -> str | None:
+        return None if value is None else _duration_text(value, minimum=timedelta(seconds=1))
+
+
 RunAfterStatus = Literal["Succeeded", "Failed", "Skipped", "TimedOut"]
 
 
@@ -106,6 +160,7 @@ class _ActionBase(_Strict):
     run_after: dict[str, list[RunAfterStatus]] = Field(default_factory=dict, alias="runAfter")
     description: str | None = None
     metadata: dict[str, Any] | None = None
+    limit: Limit | None = None
 
     @field_validator("run_after", mode="before")
     @classmethod
@@ -127,12 +182,35 @@ class _ActionBase(_Strict):
                 raise ValueError(f"runAfter of {name!r} lists no status")
         return value
 
+    @property
+    def timeout(self) -> timedelta | None:
+        return parse_duration(self.limit.timeout) if self.limit and self.limit.timeout else None
+
 
 class HttpAction(_ActionBase):
-    """Calls a URL once and records ``statusCode``, ``headers`` and ``body``."""
+    """Calls a URL and records ``statusCode``, ``headers`` and ``body``.
+
+    A ``202`` with a ``Location`` starts the asynchronous polling pattern unless
+    ``operationOptions`` is ``DisableAsyncPattern``.
+    """
 
     type: Literal["Http"]
     inputs: HttpRequestSpec
+    operation_options: str | None = Field(default=None, alias="operationOptions")
+
+    @field_validator("operation_options")
+    @classmethod
+    def _known_options(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        options = {o.strip().lower() for o in value.split(",") if o.strip()}
+        if options - {"disableasyncpattern"}:
+            raise ValueError("the only operationOptions supported is DisableAsyncPattern")
+        return value
+
+    @property
+    def async_pattern(self) -> bool:
+        return "disableasyncpattern" not in (self.operation_options or "").lower()
 
 
 class HttpWebhookAction(_ActionBase):
@@ -141,8 +219,74 @@ class HttpWebhookAction(_ActionBase):
     type: Literal["HttpWebhook"]
     inputs: WebhookInputs
 
+    @property
+    def heartbeat(self) -> timedelta | None:
+        return parse_duration(self.limit.heartbeat) if self.limit and self.limit.heartbeat else None
 
-Action = Annotated[HttpAction | HttpWebhookAction, Field(discriminator="type")]
+
+WAIT_UNITS = {
+    "Second": timedelta(seconds=1),
+    "Minute": timedelta(minutes=1),
+    "Hour": timedelta(hours=1),
+    "Day": timedelta(days=1),
+    "Week": timedelta(weeks=1),
+    "Month": timedelta(days=30),
+}
+
+
+class WaitInterval(_Strict):
+    count: int = Field(ge=0)
+    unit: str
+
+    @field_validator("unit", mode="before")
+    @classmethod
+    def _canonical_unit(cls, value: Any) -> Any:
+        canonical = _canonical(value, tuple(WAIT_UNITS))
+        if canonical not in WAIT_UNITS:
+            raise ValueError(f"unit must be one of {', '.join(WAIT_UNITS)}")
+        return canonical
+
+
+class WaitUntil(_Strict):
+    timestamp: str
+
+    @field_validator("timestamp")
+    @classmethod
+    def _iso_timestamp(cls, value: str) -> str:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an ISO 8601 timestamp") from exc
+        if parsed.tzinfo is None:
+            raise ValueError("the timestamp needs a time zone (for example a trailing Z)")
+        return value
+
+
+class WaitInputs(_Strict):
+    interval: WaitInterval | None = None
+    until: WaitUntil | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WaitInputs:
+        if (self.interval is None) == (self.until is None):
+            raise ValueError("a Wait action needs exactly one of 'interval' and 'until'")
+        return self
+
+    def due(self, start: datetime) -> datetime:
+        if self.interval is not None:
+            return start + self.interval.count * WAIT_UNITS[self.interval.unit]
+        assert self.until is not None
+        return datetime.fromisoformat(self.until.timestamp.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class WaitAction(_ActionBase):
+    """A delay: waits for an interval or until a point in time."""
+
+    type: Literal["Wait"]
+    inputs: WaitInputs
+
+
+Action = Annotated[HttpAction | HttpWebhookAction | WaitAction, Field(discriminator="type")]
 
 
 class RequestTriggerInputs(_Strict):
@@ -162,7 +306,7 @@ class RequestTrigger(_Strict):
 
 Trigger = Annotated[RequestTrigger, Field(discriminator="type")]
 
-ACTION_TYPES = ("Http", "HttpWebhook")
+ACTION_TYPES = ("Http", "HttpWebhook", "Wait")
 TRIGGER_TYPES = ("Request",)
 
 
@@ -480,7 +624,27 @@ class WaitRecord(BaseModel):
     subscribe_status: int | None = None
     subscribe_error: ErrorInfo | None = None
     callback_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    # "owed" is set by the write that ends a subscribed wait; the unsubscribe call follows
+    # that write. At the end of a run a successful call is not written back: the run's alarm
+    # is deleted instead, and nothing looks at an ended run that has no alarm.
+    unsubscribe: Literal["owed", "done", "failed"] | None = None
+    unsubscribe_attempts: int = 0
+    unsubscribe_next_at: datetime | None = None
     unsubscribe_error: ErrorInfo | None = None
+
+
+class Step(StrEnum):
+    """What an action waits for the clock to do next."""
+
+    SUBSCRIBE = "subscribe"  # call (or call again) the webhook's subscribe
+    POLL = "poll"  # poll the Location of an asynchronous (202) Http action
+    RETRY = "retry"  # send an Http action's request again
+    DELAY = "delay"  # a Wait action's time
+
+
+class PollRecord(BaseModel):
+    location: str
 
 
 class ActionRecord(BaseModel):
@@ -492,6 +656,12 @@ class ActionRecord(BaseModel):
     error: ErrorInfo | None = None
     attempts: int = 0
     wait: WaitRecord | None = None
+    # The clock's part: when the action times out, and which step is due when.
+    deadline: datetime | None = None
+    step: Step | None = None
+    next_at: datetime | None = None
+    failures: int = 0  # consecutive failed attempts of the current step, for the retry policy
+    poll: PollRecord | None = None
 
 
 class TriggerRecord(BaseModel):
@@ -517,6 +687,8 @@ class RunRecord(BaseModel):
     # (a callback arriving meanwhile) only records what it brought.
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    # The due time of this run's alarm (its one entry in the due-item index), if any.
+    alarm_at: datetime | None = None
 
     def lease_free(self, now: datetime, owner: str) -> bool:
         return self.lease_owner in (None, owner) or self.lease_until is None or self.lease_until <= now

@@ -101,6 +101,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
         doc="Largest inbound body (trigger or callback) and outbound response body accepted, in bytes.",
     ),
     SettingSpec(
+        "HOOKFLOW_MAX_WAIT",
+        "P90D",
+        "both",
+        doc="Longest a webhook action waits when it has no `limit.timeout` of its own (ISO 8601).",
+    ),
+    SettingSpec(
+        "HOOKFLOW_POLL_SCHEDULE",
+        "*/5 * * * * *",
+        "both",
+        doc="NCRONTAB schedule of the timer that sweeps due work (timeouts, polls, retries, delays).",
+    ),
+    SettingSpec(
         "HOOKFLOW_ALLOW_PRIVATE_NETWORK",
         "false",
         "both",
@@ -130,6 +142,8 @@ class Settings:
     http_timeout: timedelta
     max_body_bytes: int
     allow_private_network: bool
+    max_wait: timedelta
+    poll_schedule: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -176,6 +190,8 @@ class Settings:
             http_timeout=timeout,
             max_body_bytes=max_body,
             allow_private_network=_bool(get, "HOOKFLOW_ALLOW_PRIVATE_NETWORK"),
+            max_wait=_duration(get, "HOOKFLOW_MAX_WAIT"),
+            poll_schedule=_schedule(get, "HOOKFLOW_POLL_SCHEDULE"),
         )
         if not settings.storage_connection_string and not settings.table_service_uri:
             raise ConfigurationError(
@@ -222,6 +238,16 @@ def _duration(get: _Getter, name: str) -> timedelta:
     if value <= timedelta(0):
         raise ConfigurationError(f"{name} must be longer than zero")
     return value
+
+
+def _schedule(get: _Getter, name: str) -> str:
+    raw = get(name) or ""
+    if len(raw.split()) != 6:
+        raise ConfigurationError(
+            f"{name} must be a six-field NCRONTAB schedule ({{second}} {{minute}} {{hour}} {{day}} {{month}} "
+            f"{{day-of-week}}), for example */5 * * * * *"
+        )
+    return raw
 
 
 def _int(get: _Getter, name: str) -> int:

@@ -29,6 +29,7 @@ listings and people with a storage browser can read them without decoding.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import zlib
@@ -52,6 +53,10 @@ INLINE_BYTES = 16_000
 
 WORKFLOWS = "workflows"
 RUNS = "runs"
+DUE = "due"
+# Due items of one minute are spread over this many partitions, so that a burst of waits
+# started together does not pile onto one partition.
+DUE_SHARDS = 4
 
 
 @dataclass
@@ -107,6 +112,31 @@ class RunSummary:
     start_time: str | None
     end_time: str | None
     error: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class DueItem:
+    """An entry of the due-item index: run ``run_id`` needs the timer at ``due_at``."""
+
+    run_id: str
+    due_at: datetime
+    etag: str = ""
+    claimed_until: datetime | None = None
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        return due_keys(self.run_id, self.due_at)
+
+
+def due_keys(run_id: str, due_at: datetime) -> tuple[str, str]:
+    """PartitionKey = the minute it is due + a shard; RowKey = the exact time + the run.
+
+    Both sort by time, so "everything due by now" is one key-range query that never reads
+    an item due later, however many there are.
+    """
+    when = due_at.astimezone(UTC)
+    shard = int(run_id[-1], 16) % DUE_SHARDS if run_id[-1:].isalnum() else 0
+    return f"{when:%Y%m%d%H%M}-{shard}", f"{when:%Y%m%d%H%M%S%f}-{run_id}"
 
 
 class Store(ABC):
@@ -323,6 +353,41 @@ class Store(ABC):
         complete = int(head.props.get("Rows", 1)) == 1 and (head_key != "run" or {"F", "T"} <= inline)
         return [head] if complete else self._read_partition(table, partition_key)
 
+    # ------------------------------------------------------------------ due items
+
+    def add_due(self, run_id: str, due_at: datetime) -> None:
+        """Put ``run_id`` in the index at ``due_at`` (written before the run state that needs it)."""
+        self._ready()
+        pk, rk = due_keys(run_id, due_at)
+        # The same run at the same microsecond already there: that one item serves both.
+        with contextlib.suppress(AlreadyExists):
+            self._submit(self.table(DUE), pk, [Op("create", Row(pk, rk, {"RunId": run_id, "DueAt": iso(due_at)}))])
+
+    def delete_due(self, run_id: str, due_at: datetime) -> None:
+        """Remove an item if it is there (an item already gone is not an error)."""
+        self._ready()
+        pk, rk = due_keys(run_id, due_at)
+        with contextlib.suppress(ConcurrencyConflict):
+            self._submit(self.table(DUE), pk, [Op("delete", Row(pk, rk))])
+
+    def due_items(self, now: datetime, limit: int) -> list[DueItem]:
+        """Items due at or before ``now``, oldest first, at most ``limit``."""
+        self._ready()
+        pk_max, rk_max = due_keys("0", now)
+        rows = self._range(self.table(DUE), pk_max=pk_max.rsplit("-", 1)[0] + "-~", rk_max=rk_max + "~", top=limit)
+        return [_due_item(r) for r in rows]
+
+    def claim_due(self, item: DueItem, until: datetime) -> DueItem | None:
+        """Mark an item as being worked on until ``until``; ``None`` if someone changed it first."""
+        self._ready()
+        pk, rk = item.keys
+        props = {"RunId": item.run_id, "DueAt": iso(item.due_at), "ClaimedUntil": iso(until)}
+        try:
+            etags = self._submit(self.table(DUE), pk, [Op("update", Row(pk, rk, props), etag=item.etag)])
+        except ConcurrencyConflict:
+            return None
+        return DueItem(item.run_id, item.due_at, etags[rk], until)
+
     # ------------------------------------------------------------------ health
 
     def ping(self) -> None:
@@ -334,7 +399,7 @@ class Store(ABC):
 
     def _ready(self) -> None:
         if not self._tables_ready:
-            self._ensure_tables([self.table(WORKFLOWS), self.table(RUNS)])
+            self._ensure_tables([self.table(WORKFLOWS), self.table(RUNS), self.table(DUE)])
             self._tables_ready = True
 
     @abstractmethod
@@ -358,6 +423,10 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int) -> list[Row]:
+        """Rows with PartitionKey <= ``pk_max`` and RowKey <= ``rk_max``, in key order, at most ``top``."""
+
+    @abstractmethod
     def _scan(
         self, table: str, *, row_key: str, equals: dict[str, str], top: int, continuation: str | None
     ) -> tuple[list[Row], str | None]:
@@ -365,6 +434,16 @@ class Store(ABC):
 
 
 # ---------------------------------------------------------------------- encoding
+
+
+def _due_item(row: Row) -> DueItem:
+    claimed = row.props.get("ClaimedUntil")
+    return DueItem(
+        run_id=str(row.props["RunId"]),
+        due_at=datetime.fromisoformat(str(row.props["DueAt"]).replace("Z", "+00:00")),
+        etag=row.etag or "",
+        claimed_until=datetime.fromisoformat(str(claimed).replace("Z", "+00:00")) if claimed else None,
+    )
 
 
 def _run_doc(run: RunRecord) -> dict[str, Any]:

@@ -75,6 +75,15 @@ class MemoryStore(Store):
                 etags[op.row.row_key] = etag
             return etags
 
+    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int) -> list[Row]:
+        with self._lock:
+            self.transactions += 1
+            rows = sorted(
+                (r for (pk, rk), r in self._tables[table].items() if pk <= pk_max and rk <= rk_max),
+                key=lambda r: (r.partition_key, r.row_key),
+            )
+            return copy.deepcopy(rows[:top])
+
     def _scan(
         self, table: str, *, row_key: str, equals: dict[str, str], top: int, continuation: str | None
     ) -> tuple[list[Row], str | None]:

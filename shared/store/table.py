@@ -105,6 +105,26 @@ class TableStore(Store):
             raise
         return {op.row.row_key: str(meta.get("etag", ""))}
 
+    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int) -> list[Row]:
+        # PartitionKey is the leading key, so the service reads only up to pk_max: items due
+        # later are never touched, however many there are.
+        with _unavailable():
+            pages = (
+                self._client(table)
+                .query_entities(
+                    "PartitionKey le @pk and RowKey le @rk",
+                    parameters={"pk": pk_max, "rk": rk_max},
+                    results_per_page=top,
+                )
+                .by_page()
+            )
+            rows: list[Row] = []
+            for page in pages:
+                rows.extend(_row(e) for e in page)
+                if len(rows) >= top:
+                    break
+        return rows[:top]
+
     def _scan(
         self, table: str, *, row_key: str, equals: dict[str, str], top: int, continuation: str | None
     ) -> tuple[list[Row], str | None]:

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import DevHostProcess
-from tests.support.target import WebhookTarget, webhook_definition
+from tests.support.target import NO_RETRY, WebhookTarget, webhook_definition
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +154,7 @@ class TestWebhookAction:
     ) -> None:
         """When subscribe answers 500 the action and run fail, and its callback URL answers 410."""
         target.subscribe_status = 500
-        name = _register(devhost, webhook_definition(target))
+        name = _register(devhost, webhook_definition(target, subscribe_retry=NO_RETRY))
         started = _start(devhost, name, {})
         run = _wait_until_ended(devhost, started.json()["id"])
         assert run["status"] == "Failed"

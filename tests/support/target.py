@@ -105,25 +105,49 @@ class WebhookTarget:
             self._thread = None
 
 
-def webhook_definition(target: WebhookTarget, *, then_http: bool = False) -> dict[str, Any]:
-    """A workflow: a Request trigger, one webhook action, optionally an Http action after it."""
-    actions: dict[str, Any] = {
-        "Wait_for_approval": {
-            "type": "HttpWebhook",
-            "inputs": {
-                "subscribe": {
-                    "method": "POST",
-                    "uri": f"{target.base_url}/subscribe",
-                    "body": {"callbackUrl": "@{listCallbackUrl()}", "order": "@triggerBody()?['order']"},
-                },
-                "unsubscribe": {
-                    "method": "POST",
-                    "uri": f"{target.base_url}/unsubscribe",
-                    "body": {"callbackUrl": "@{listCallbackUrl()}"},
-                },
-            },
-        }
+NO_RETRY: dict[str, Any] = {"type": "none"}
+
+
+def webhook_definition(
+    target: WebhookTarget,
+    *,
+    then_http: bool = False,
+    subscribe_retry: dict[str, Any] | None = None,
+    unsubscribe_retry: dict[str, Any] | None = None,
+    limit: dict[str, str] | None = None,
+    after_timeout: bool = False,
+) -> dict[str, Any]:
+    """A workflow: a Request trigger, one webhook action, optionally an Http action after it.
+
+    ``after_timeout`` adds an Http action that runs only when the webhook action times out.
+    """
+    subscribe: dict[str, Any] = {
+        "method": "POST",
+        "uri": f"{target.base_url}/subscribe",
+        "body": {"callbackUrl": "@{listCallbackUrl()}", "order": "@triggerBody()?['order']"},
     }
+    unsubscribe: dict[str, Any] = {
+        "method": "POST",
+        "uri": f"{target.base_url}/unsubscribe",
+        "body": {"callbackUrl": "@{listCallbackUrl()}"},
+    }
+    if subscribe_retry is not None:
+        subscribe["retryPolicy"] = subscribe_retry
+    if unsubscribe_retry is not None:
+        unsubscribe["retryPolicy"] = unsubscribe_retry
+    webhook: dict[str, Any] = {
+        "type": "HttpWebhook",
+        "inputs": {"subscribe": subscribe, "unsubscribe": unsubscribe},
+    }
+    if limit is not None:
+        webhook["limit"] = limit
+    actions: dict[str, Any] = {"Wait_for_approval": webhook}
+    if after_timeout:
+        actions["On_timeout"] = {
+            "type": "Http",
+            "runAfter": {"Wait_for_approval": ["TimedOut"]},
+            "inputs": {"method": "POST", "uri": f"{target.base_url}/timed-out", "body": {"late": True}},
+        }
     if then_http:
         actions["Notify"] = {
             "type": "Http",

@@ -23,10 +23,17 @@ def request_trigger(**extra: Any) -> dict[str, Any]:
     return {"type": "Request", "kind": "Http", **extra}
 
 
+# Builders ask for no retries unless told otherwise, so that one answer decides an attempt;
+# the tests of retry policies pass one explicitly.
+NO_RETRY: dict[str, Any] = {"type": "none"}
+
+
 def http_action(
     uri: str = f"{TARGET}/api",
     *,
     method: str = "GET",
+    retry: dict[str, Any] | None = NO_RETRY,
+    limit: dict[str, Any] | None = None,
     run_after: dict[str, list[str]] | None = None,
     headers: dict[str, Any] | None = None,
     body: Any = None,
@@ -42,9 +49,13 @@ def http_action(
         inputs["body"] = body
     if authentication is not None:
         inputs["authentication"] = authentication
+    if retry is not None:
+        inputs["retryPolicy"] = retry
     action: dict[str, Any] = {"type": type_, "inputs": inputs, **extra}
     if run_after is not None:
         action["runAfter"] = run_after
+    if limit is not None:
+        action["limit"] = limit
     return action
 
 
@@ -59,6 +70,9 @@ def webhook_action(
     with_unsubscribe: bool = True,
     run_after: dict[str, list[str]] | None = None,
     type_: str = "HttpWebhook",
+    subscribe_retry: dict[str, Any] | None = NO_RETRY,
+    unsubscribe_retry: dict[str, Any] | None = NO_RETRY,
+    limit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An ``HttpWebhook`` action that hands its callback URL to the target in the body.
 
@@ -73,6 +87,8 @@ def webhook_action(
         subscribe["headers"] = subscribe_headers
     if authentication is not None:
         subscribe["authentication"] = authentication
+    if subscribe_retry is not None:
+        subscribe["retryPolicy"] = subscribe_retry
     inputs: dict[str, Any] = {"subscribe": subscribe}
     if unsubscribe is not None:
         inputs["unsubscribe"] = unsubscribe
@@ -82,9 +98,13 @@ def webhook_action(
             "uri": UNSUBSCRIBE_URI,
             "body": {"callbackUrl": "@listCallbackUrl()"},
         }
+    if unsubscribe_retry is not None and "unsubscribe" in inputs:
+        inputs["unsubscribe"] = {**inputs["unsubscribe"], "retryPolicy": unsubscribe_retry}
     action: dict[str, Any] = {"type": type_, "inputs": inputs}
     if run_after is not None:
         action["runAfter"] = run_after
+    if limit is not None:
+        action["limit"] = limit
     return action
 
 
