@@ -1,4 +1,4 @@
-"""ISO 8601 durations (``PT30S``, ``P1DT2H``, ``P2W``), parsed in this one place.
+"""ISO 8601 durations (``PT30S``, ``P1DT2H``, ``P2W``) parsed, and timestamps written, in this one place.
 
 Years and months have no fixed length; like Logic Apps we take a year as 365 days and a
 month as 30 days, and say so rather than guess a calendar.
@@ -7,7 +7,7 @@ month as 30 days, and say so rather than guess a calendar.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _PATTERN = re.compile(
     r"^P(?!$)"
@@ -47,3 +47,8 @@ def format_duration(value: timedelta) -> str:
     seconds = value.total_seconds()
     whole = int(seconds)
     return f"PT{whole}S" if whole == seconds else f"PT{seconds:g}S"
+
+
+def iso(value: datetime) -> str:
+    """A UTC timestamp as ISO 8601 with a ``Z``: how every time leaves Hookflow."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -42,6 +42,7 @@ from urllib.parse import urljoin
 
 from shared import expressions
 from shared.actions import http as http_action
+from shared.durations import iso as to_iso
 from shared.errors import (
     AlreadyExists,
     BadRequest,
@@ -57,6 +58,7 @@ from shared.models import (
     ActionStatus,
     ErrorInfo,
     HttpAction,
+    HttpRequestSpec,
     HttpWebhookAction,
     PollRecord,
     RunRecord,
@@ -236,7 +238,11 @@ class Engine:
             lease_until=now + self.lease,
         )
         try:
-            loaded = self._advance(None, run, definition, owner=owner, claimed=True)
+            created: LoadedRun | None = None
+            if idempotency_key:
+                # A retry with the same key must find this run, not run its actions again.
+                created = self._persist(None, run, definition)
+            loaded = self._advance(created, run, definition, owner=owner, claimed=True)
         except AlreadyExists:
             # Only an idempotent retry can collide on the id; the other attempt won.
             existing = self.store.load_run(run_id)
@@ -256,7 +262,7 @@ class Engine:
         callback URLs answer ``410`` from then on. ``409`` when the run has already ended."""
         for _ in range(_MAX_CONFLICT_RETRIES):
             loaded = self.get_run(run_id)
-            run = loaded.run
+            run = loaded.run.model_copy(deep=True)
             if run.status.ended:
                 raise Conflict(f"the run has already ended ({run.status.value})", code="RunEnded")
             now = self.clock()
@@ -379,7 +385,6 @@ class Engine:
                 report.errors.append(f"{item.run_id}: {type(exc).__name__}")
                 continue
             if done:
-                self.store.delete_due(item.run_id, item.due_at)
                 report.done += 1
             else:
                 report.busy += 1
@@ -387,21 +392,23 @@ class Engine:
         return report
 
     def wake(self, item: DueItem) -> bool:
-        """Do what is due for one alarm's run. ``False``: leave the item for a later sweep."""
+        """Do what is due for the run of a claimed alarm, and re-arm or drop that alarm.
+
+        While the run is worked on, the claimed item is its alarm (a claim that runs out
+        brings it back). ``False``: the run is busy; leave the item to come back later.
+        """
         for _ in range(_MAX_CONFLICT_RETRIES):
             loaded = self.store.load_run(item.run_id)
-            if loaded is None:
-                return True  # the run is gone: the item is an orphan
-            run = loaded.run
-            if run.alarm_at is None or due_keys(run.id, run.alarm_at) != item.keys:
-                return True  # not this run's alarm any more
+            run = loaded.run.model_copy(deep=True) if loaded is not None else None
+            if loaded is None or run is None or run.alarm_at is None or due_keys(run.id, run.alarm_at) != item.keys:
+                self._drop_alarm(item.run_id, item.due_at)  # an orphan: no run, or not its alarm any more
+                return True
             now = self.clock()
             owner = self._owner()
             if not run.lease_free(now, owner):
                 return False  # someone is at work on it; the claim runs out and we look again
-            run.alarm_at = None  # this alarm is being consumed; the next write arms the next one
             try:
-                self._advance(loaded, run, loaded.definition, owner=owner, claimed=False)
+                self._advance(loaded, run, loaded.definition, owner=owner, claimed=False, rearm=True)
             except ConcurrencyConflict:
                 continue
             return True
@@ -410,14 +417,23 @@ class Engine:
     # ------------------------------------------------------------------ advancing
 
     def _advance(
-        self, loaded: LoadedRun | None, run: RunRecord, definition: WorkflowDefinition, *, owner: str, claimed: bool
+        self,
+        loaded: LoadedRun | None,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        *,
+        owner: str,
+        claimed: bool,
+        rearm: bool = False,
     ) -> LoadedRun:
         """Run what is due until the run rests or ends; persist; return the persisted run.
 
         ``claimed`` says whether ``owner`` already holds the lease *in storage* (or the run
         is not stored yet, so nobody else can know it). When it does not, the first side
         effect is preceded by a write that takes the lease; a conflict on that write is
-        raised so that the caller decides again from fresh state.
+        raised so that the caller decides again from fresh state. ``rearm``: the run's alarm
+        has fired (the sweep), so at rest it moves to whenever the run next needs the clock,
+        later as well as earlier.
         """
         order = topological_order(definition)
         started = time.monotonic()
@@ -445,7 +461,12 @@ class Engine:
                         continue  # write what the unsubscribes changed, then rest
                     run.lease_owner = run.lease_until = None
                     run.status = self._resting_status(run)
-                    return self._persist(loaded, run, definition)
+                    if rearm and loaded is not None and self._finished(run) and _same(loaded.run, run):
+                        # A late alarm of a run that is over: drop it, nothing to write.
+                        if run.alarm_at is not None:
+                            self._drop_alarm(run.id, run.alarm_at)
+                        return loaded
+                    return self._persist(loaded, run, definition, rearm=rearm)
                 except ConcurrencyConflict:
                     if not claimed:
                         raise
@@ -459,6 +480,12 @@ class Engine:
                 continue
             kind, name = step
             action = definition.actions[name]
+            if kind == "start" and self._unstored_wait_outcome(loaded, run):
+                # A wait we ended ourselves (subscribe failed, timed out) may have been
+                # resumed by a callback meanwhile: store first, so the merge decides which,
+                # before anything downstream runs on our version.
+                loaded, run = self._checkpoint(loaded, run, definition, owner)
+                continue
             if kind == "start" and isinstance(action, HttpAction):
                 self._http_attempt(run, name, action, now)
             elif kind == "start" and isinstance(action, HttpWebhookAction):
@@ -496,6 +523,17 @@ class Engine:
             ):
                 return (record.step.value, name)
         return None
+
+    @staticmethod
+    def _unstored_wait_outcome(loaded: LoadedRun | None, run: RunRecord) -> bool:
+        """A webhook action is over in memory but still waiting in storage."""
+        if loaded is None:
+            return False
+        for name, record in run.actions.items():
+            stored = loaded.run.actions.get(name)
+            if record.wait is not None and record.status.final and stored is not None and not stored.status.final:
+                return True
+        return False
 
     @staticmethod
     def _ready(run: RunRecord, definition: WorkflowDefinition, name: str) -> bool:
@@ -594,12 +632,11 @@ class Engine:
             record.deadline = now + timeout if timeout is not None else None
         record.step = record.next_at = None
         record.attempts += 1
-        try:
-            evaluated = http_action.evaluate_spec(action.inputs, _Context(run, now, None))
-            request = http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
-        except ExpressionError as exc:
-            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
+        prepared = self._prepare(action.inputs, run, name, now, None)
+        if isinstance(prepared, ErrorInfo):
+            self._fail(record, prepared)
             return
+        evaluated, request = prepared
         record.inputs = http_action.redact_inputs(evaluated)
         response, error = http_action.call(self.sender, request)
         now = self.clock()
@@ -622,14 +659,11 @@ class Engine:
         """Poll an asynchronous action's Location, with the action's own authentication."""
         record = run.actions[name]
         assert record.poll is not None
-        headers = self._correlation(run, name)
-        try:
-            evaluated = http_action.evaluate_spec(action.inputs, _Context(run, now, None))
-            auth = {"method": "GET", "uri": record.poll.location, "authentication": evaluated.get("authentication")}
-            request = http_action.build_request(auth, headers, self.tokens)
-        except ExpressionError as exc:
-            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
+        prepared = self._prepare(action.inputs, run, name, now, None, poll=record.poll.location)
+        if isinstance(prepared, ErrorInfo):
+            self._fail(record, prepared)
             return
+        _, request = prepared
         response, error = http_action.call(self.sender, request)
         now = self.clock()
         if response is not None and response.status_code == 202:
@@ -691,13 +725,6 @@ class Engine:
         record.deadline = now + (min(timeout, self.max_wait) if timeout is not None else self.max_wait)
         record.wait = WaitRecord(nonce=new_nonce())
         record.step, record.next_at = Step.SUBSCRIBE, now
-        url = self.signer.action_url(run.base_url, run.id, name, record.wait.nonce)
-        try:
-            shown = http_action.evaluate_spec(action.inputs.subscribe, _Context(run, now, redact_url(url)))
-        except ExpressionError as exc:
-            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
-            return
-        record.inputs = http_action.redact_inputs(shown)
         run.status = RunStatus.RUNNING
 
     def _subscribe(self, run: RunRecord, name: str, action: HttpWebhookAction, now: datetime) -> None:
@@ -708,12 +735,13 @@ class Engine:
         url = self.signer.action_url(run.base_url, run.id, name, wait.nonce)
         record.attempts += 1
         record.step = record.next_at = None
-        try:
-            evaluated = http_action.evaluate_spec(action.inputs.subscribe, _Context(run, now, url))
-            request = http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
-        except ExpressionError as exc:
-            self._fail(record, ErrorInfo(code="InvalidTemplate", message=exc.message))
+        prepared = self._prepare(action.inputs.subscribe, run, name, now, url)
+        if isinstance(prepared, ErrorInfo):
+            self._fail(record, prepared)
             return
+        evaluated, request = prepared
+        # What was sent, as history shows it: the same evaluation, signature hidden.
+        record.inputs = http_action.redact_inputs(http_action.replace_text(evaluated, url, redact_url(url)))
         response, error = http_action.call(self.sender, request)
         now = self.clock()
         if response is not None:
@@ -757,13 +785,11 @@ class Engine:
         now = self.clock()
         url = self.signer.action_url(run.base_url, run.id, name, wait.nonce)
         wait.unsubscribe_attempts += 1
-        try:
-            evaluated = http_action.evaluate_spec(action.inputs.unsubscribe, _Context(run, now, url))
-            request = http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
-        except ExpressionError as exc:
-            wait.unsubscribe, wait.unsubscribe_next_at = "failed", None
-            wait.unsubscribe_error = ErrorInfo(code="InvalidTemplate", message=exc.message)
+        prepared = self._prepare(action.inputs.unsubscribe, run, name, now, url)
+        if isinstance(prepared, ErrorInfo):
+            wait.unsubscribe, wait.unsubscribe_next_at, wait.unsubscribe_error = "failed", None, prepared
             return False
+        _, request = prepared
         response, error = http_action.call(self.sender, request)
         if response is not None:
             error = http_action.outcome_error(response)
@@ -799,19 +825,25 @@ class Engine:
         return min(times) if times else None
 
     def _persist(
-        self, loaded: LoadedRun | None, run: RunRecord, definition: WorkflowDefinition | None = None
+        self,
+        loaded: LoadedRun | None,
+        run: RunRecord,
+        definition: WorkflowDefinition | None = None,
+        *,
+        rearm: bool = False,
     ) -> LoadedRun:
         """Arm the alarm the new state needs, then create or conditionally replace the run.
 
-        Raises :class:`ConcurrencyConflict` when someone else wrote first (the alarm written
-        for this attempt is then an orphan, which the sweep drops).
+        An alarm moves earlier when the run needs the clock sooner; with ``rearm`` (the alarm
+        has fired) it also moves later. Raises :class:`ConcurrencyConflict` when someone else
+        wrote first (the alarm written for this attempt is then an orphan the sweep drops).
         """
         now = self.clock()
         definition = definition or (loaded.definition if loaded is not None else None)
         assert definition is not None, "creating a run needs its definition"
         needed = self._alarm_needed(run, definition, now)
         stale: datetime | None = None
-        if needed is not None and (run.alarm_at is None or needed < run.alarm_at):
+        if needed is not None and (run.alarm_at is None or needed < run.alarm_at or (rearm and needed != run.alarm_at)):
             self.store.add_due(run.id, needed)
             stale, run.alarm_at = run.alarm_at, needed
         elif needed is None and run.alarm_at is not None:
@@ -891,6 +923,29 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
+    def _prepare(
+        self,
+        spec: HttpRequestSpec,
+        run: RunRecord,
+        name: str,
+        now: datetime,
+        callback_url: str | None,
+        *,
+        poll: str | None = None,
+    ) -> tuple[dict[str, Any], OutboundRequest] | ErrorInfo:
+        """Evaluate a request spec once and build the request; or the error that fails the
+        action (a bad expression, an identity that would not give a token, ...)."""
+        try:
+            evaluated = http_action.evaluate_spec(spec, _Context(run, now, callback_url))
+            if poll is not None:  # a poll reuses the action's authentication, nothing else
+                evaluated = {"method": "GET", "uri": poll, "authentication": evaluated.get("authentication")}
+            return evaluated, http_action.build_request(evaluated, self._correlation(run, name), self.tokens)
+        except ExpressionError as exc:
+            return ErrorInfo(code="InvalidTemplate", message=exc.message)
+        except Exception as exc:  # e.g. azure-identity failing to get a token: the action fails, not the run
+            log.warning("run %s action %s: could not build the request: %s", run.id, name, type(exc).__name__)
+            return ErrorInfo(code="RequestNotBuilt", message=f"the request could not be built: {type(exc).__name__}")
+
     def _correlation(self, run: RunRecord, action: str) -> dict[str, str]:
         return {
             "x-ms-workflow-name": run.workflow,
@@ -910,6 +965,14 @@ class Engine:
         return secrets.token_hex(8)
 
 
+_VOLATILE = {"alarm_at", "lease_owner", "lease_until"}
+
+
+def _same(before: RunRecord, after: RunRecord) -> bool:
+    """Equal but for the bookkeeping a wake changes (alarm, lease)."""
+    return before.model_dump(exclude=_VOLATILE) == after.model_dump(exclude=_VOLATILE)
+
+
 def _header(response: OutboundResponse | None, name: str) -> str | None:
     if response is None:
         return None
@@ -925,7 +988,7 @@ def render_run(run: RunRecord, callback_urls: Mapping[str, str] | None = None) -
     """The run JSON of the HTTP contract (DESIGN.md section 4)."""
 
     def iso(value: datetime | None) -> str | None:
-        return http_action.iso(value.astimezone(UTC)) if value else None
+        return to_iso(value) if value else None
 
     actions: dict[str, Any] = {}
     for name, record in run.actions.items():

@@ -192,14 +192,9 @@ def _refuse_private(host: str, port: int) -> None:
         raise OutboundError("ConnectionFailed", f"could not resolve {host}") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or address.is_reserved
-            or address.is_multicast
-            or address.is_unspecified
-        ):
+        # Anything not globally routable: loopback, private, link-local (the metadata
+        # endpoint), carrier-grade NAT, reserved, multicast, unspecified.
+        if not address.is_global or address.is_multicast:
             raise OutboundError(
                 "OutboundBlocked",
                 f"{host} resolves to a private or loopback address (HOOKFLOW_ALLOW_PRIVATE_NETWORK=true allows it)",

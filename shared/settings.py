@@ -165,7 +165,7 @@ class Settings:
         keys = tuple(k.strip().encode() for k in (get("HOOKFLOW_SIGNING_KEYS") or "").split(",") if k.strip())
         if not keys:
             raise ConfigurationError(
-                "HOOKFLOW_SIGNING_KEYS is not set: give at least one random key of 32 or more characters"
+                "HOOKFLOW_SIGNING_KEYS is not set: give at least one random key of 16 or more characters (32+ advised)"
             )
         if any(len(k) < 16 for k in keys):
             raise ConfigurationError("every key in HOOKFLOW_SIGNING_KEYS must be at least 16 characters long")

@@ -76,7 +76,7 @@ class CallbackSigner:
         # which key (if any) matched.
         matched = False
         for key in self._keys:
-            matched |= hmac.compare_digest(self._sign(key, kind, parts, params), given)
+            matched |= hmac.compare_digest(self._sign(key, kind, parts, params).encode(), given.encode())
         if not matched:
             raise Unauthorized("the callback URL's signature is not valid", code="InvalidSignature")
 

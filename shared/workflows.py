@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import NotFound
-from shared.models import parse_workflow_put
+from shared.durations import iso
+from shared.errors import BadRequest, NotFound
+from shared.models import NAME_PATTERN, parse_workflow_put
 from shared.store import Store, StoredWorkflow
-from shared.store.base import iso
 
 
 def validate_name(name: str) -> None:
-    from shared.errors import BadRequest
-    from shared.models import NAME_PATTERN
-
     if not NAME_PATTERN.match(name):
         raise BadRequest(
             "workflow names start with a letter or digit and hold letters, digits, '_', '.', '-' (at most 80)",

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from scripts.azurite import Azurite, free_port
-from tests.support.target import WebhookTarget
+from tests.support.target import ScriptedApi, WebhookTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +37,15 @@ def table_prefix() -> str:
 @pytest.fixture
 def target() -> Iterator[WebhookTarget]:
     service = WebhookTarget().start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def api() -> Iterator[ScriptedApi]:
+    service = ScriptedApi().start()
     try:
         yield service
     finally:
@@ -65,6 +74,11 @@ class DevHostProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def fire(self, function: str = "sweep") -> None:
+        """Run a timer function now, through the admin endpoint, and wait for it to finish."""
+        answer = requests.post(f"{self.base_url}/admin/functions/{function}", json={}, timeout=60)
+        assert answer.status_code == 200, answer.text
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

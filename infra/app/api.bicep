@@ -1,4 +1,9 @@
 // The Flex Consumption plan and the Linux function app that runs Hookflow, with its app settings.
+@description('Concurrent HTTP requests per instance (Flex Consumption). Above 1 so that a callback made from inside a subscribe handler is served by the same instance.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
 param name string
 param planName string
 param location string = resourceGroup().location
@@ -92,6 +97,15 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            // A webhook target may call back from inside its subscribe handler, while the
+            // request that called subscribe is still open. With one request per instance
+            // (Flex's Python default) that callback waits for another instance to start.
+            // Hookflow's requests mostly wait on I/O, so one instance serves several.
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

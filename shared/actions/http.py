@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -32,6 +31,12 @@ SENSITIVE_HEADERS = frozenset(
     }
 )
 REDACTED = "***"
+# Headers a front end adds that repeat the request URL, query string (and function key) included.
+URL_HEADERS = frozenset({"x-original-url", "x-waws-unencoded-url", "x-ms-original-url", "referer"})
+# Query parameters whose values are credentials wherever they appear.
+SENSITIVE_PARAMS = frozenset(
+    {"code", "sig", "signature", "key", "api-key", "apikey", "token", "access_token", "secret"}
+)
 
 
 class TokenProvider:
@@ -86,9 +91,39 @@ def build_request(evaluated: Mapping[str, Any], headers: Mapping[str, str], toke
     )
 
 
+def redact_query(url: str) -> str:
+    """A URL with the values of credential-like query parameters replaced by ``***``."""
+    head, sep, query = url.partition("?")
+    if not sep:
+        return url
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        parts.append(f"{name}={REDACTED}" if eq and name.lower() in SENSITIVE_PARAMS else part)
+    return head + "?" + "&".join(parts)
+
+
+def replace_text(value: Any, old: str, new: str) -> Any:
+    """``value`` with every occurrence of ``old`` inside its strings replaced by ``new``."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {k: replace_text(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_text(v, old, new) for v in value]
+    return value
+
+
 def redact_inputs(evaluated: Mapping[str, Any]) -> dict[str, Any]:
-    """Inputs as shown in run history: credentials and signature-like headers replaced."""
+    """Inputs as shown in run history: credentials, signature-like headers and credential
+    query parameters replaced."""
     shown = dict(evaluated)
+    if isinstance(shown.get("uri"), str):
+        shown["uri"] = redact_query(shown["uri"])
+    if isinstance(shown.get("queries"), dict):
+        shown["queries"] = {
+            k: (REDACTED if str(k).lower() in SENSITIVE_PARAMS else v) for k, v in shown["queries"].items()
+        }
     if isinstance(shown.get("headers"), dict):
         shown["headers"] = {k: (REDACTED if k.lower() in SENSITIVE_HEADERS else v) for k, v in shown["headers"].items()}
     if isinstance(shown.get("authentication"), dict):
@@ -97,8 +132,18 @@ def redact_inputs(evaluated: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Inbound or response headers as stored: credentials and signatures replaced."""
-    return {k: (REDACTED if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers.items()}
+    """Inbound or response headers as stored: credentials and signatures replaced, and
+    headers that repeat a URL keep it without credential-like query parameters."""
+    out = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in SENSITIVE_HEADERS:
+            out[name] = REDACTED
+        elif lowered in URL_HEADERS:
+            out[name] = redact_query(value)
+        else:
+            out[name] = value
+    return out
 
 
 def call(sender: Sender, request: OutboundRequest) -> tuple[OutboundResponse | None, ErrorInfo | None]:
@@ -129,7 +174,3 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

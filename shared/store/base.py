@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from shared.durations import iso
 from shared.errors import AlreadyExists, ConcurrencyConflict, NotFound, RunTooLarge
 from shared.models import RunRecord, WorkflowDefinition
 
@@ -230,7 +231,13 @@ class Store(ABC):
     def list_workflows(self) -> list[StoredWorkflow]:
         self._ready()
         out = []
-        rows, _ = self._scan(self.table(WORKFLOWS), row_key="wf", equals={}, top=1000, continuation=None)
+        rows: list[Row] = []
+        token: str | None = None
+        while True:
+            page, token = self._scan(self.table(WORKFLOWS), row_key="wf", equals={}, top=1000, continuation=token)
+            rows += page
+            if token is None:
+                break
         for head in rows:
             stored = self.get_workflow(head.partition_key) if head.props.get("Rows", 1) > 1 else None
             if stored is None:
@@ -271,7 +278,9 @@ class Store(ABC):
         rows = [*head_rows, *own_rows]
         _check_size(rows)
         etags = self._submit(self.table(RUNS), run.id, [Op("create", r) for r in rows])
-        return LoadedRun(run, definition, etags["run"], overflow_rows=len(head_rows) - 1, inline=inline)
+        # A snapshot: the caller goes on changing its run, and this is what is stored.
+        snapshot = run.model_copy(deep=True)
+        return LoadedRun(snapshot, definition, etags["run"], overflow_rows=len(head_rows) - 1, inline=inline)
 
     def load_run(self, run_id: str) -> LoadedRun | None:
         self._ready()
@@ -305,7 +314,10 @@ class Store(ABC):
         ops += [Op("upsert", r) for r in new_rows[1:]]
         ops += [Op("delete", Row(run.id, f"run.{i}")) for i in range(len(new_rows), loaded.overflow_rows + 1)]
         etags = self._submit(self.table(RUNS), run.id, ops)
-        return LoadedRun(run, loaded.definition, etags["run"], overflow_rows=len(new_rows) - 1, inline=loaded.inline)
+        snapshot = run.model_copy(deep=True)  # what is stored, whatever the caller does next
+        return LoadedRun(
+            snapshot, loaded.definition, etags["run"], overflow_rows=len(new_rows) - 1, inline=loaded.inline
+        )
 
     def list_runs(
         self, workflow: str, *, status: str | None, top: int, continuation: str | None
@@ -458,10 +470,6 @@ def _run_props(run: RunRecord) -> dict[str, Any]:
         "EndTime": iso(run.end_time) if run.end_time else "",
         "Error": json.dumps(run.error.model_dump()) if run.error else "",
     }
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _dump(doc: dict[str, Any]) -> bytes:

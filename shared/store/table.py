@@ -7,6 +7,7 @@ class's. ``azure.core`` errors become Hookflow's store errors, raised ``from`` t
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.errors import AlreadyExists, ConcurrencyConflict, ServiceUnavailable
+from shared.errors import AlreadyExists, BadRequest, ConcurrencyConflict, ServiceUnavailable
 from shared.store.base import Op, Row, Store
 
 _KEYS = ("PartitionKey", "RowKey")
@@ -133,24 +134,32 @@ class TableStore(Store):
         for index, (name, value) in enumerate(sorted(equals.items())):
             clauses.append(f"{name} eq @p{index}")
             parameters[f"p{index}"] = value
-        token = json.loads(base64.urlsafe_b64decode(continuation)) if continuation else None
+        token = _decode_token(continuation)
         with _unavailable():
             pages = (
                 self._client(table)
                 .query_entities(" and ".join(clauses), parameters=parameters, results_per_page=top)
                 .by_page(continuation_token=token)
             )
-            rows: list[Row] = []
-            # A page can come back short or empty while the service still has more (it stops
-            # at partition-range boundaries); keep reading until the page is full or done.
-            for page in pages:
-                rows.extend(_row(e) for e in page)
-                if len(rows) >= top:
-                    break
-            next_token = pages.continuation_token if len(rows) >= top else None  # type: ignore[attr-defined]
-        rows = rows[:top]
+            # One service page per call, with the service's own token: a page can come back
+            # short (partition-range boundaries), and cutting pages to size would lose rows.
+            page: Any = next(pages, [])
+            rows = [_row(e) for e in page]
+            next_token = pages.continuation_token  # type: ignore[attr-defined]
         encoded = base64.urlsafe_b64encode(json.dumps(next_token).encode()).decode() if next_token else None
         return rows, encoded
+
+
+def _decode_token(continuation: str | None) -> Any:
+    if not continuation:
+        return None
+    try:
+        token = json.loads(base64.urlsafe_b64decode(continuation.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise BadRequest("continuationToken is not one this service handed out", code="InvalidParameter") from exc
+    if not isinstance(token, dict):
+        raise BadRequest("continuationToken is not one this service handed out", code="InvalidParameter")
+    return token
 
 
 def _condition(etag: str | None) -> MatchConditions:

@@ -155,3 +155,76 @@ def webhook_definition(
             "inputs": {"method": "POST", "uri": f"{target.base_url}/notify", "body": "@body('Wait_for_approval')"},
         }
     return {"definition": {"triggers": {"manual": {"type": "Request", "kind": "Http"}}, "actions": actions}}
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ScriptedApi:
+    """A loopback API that answers each path from a script, in order (the last answer repeats)."""
+
+    script: dict[str, list[Answer]] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _served: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def calls(self, path: str) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def start(self) -> ScriptedApi:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                with api._lock:
+                    api.requests.append(Recorded(self.command, self.path, dict(self.headers), raw.decode() or None))
+                    answers = api.script.get(self.path) or [Answer(404, {"error": "no script"})]
+                    index = api._served.get(self.path, 0)
+                    api._served[self.path] = index + 1
+                    answer = answers[min(index, len(answers) - 1)]
+                payload = json.dumps(answer.body).encode() if answer.body is not None else b""
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                if payload:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
