@@ -453,7 +453,8 @@ class Engine:
                         run.status = self._resting_status(run)
                         loaded = self._persist(loaded, run, definition)
                         claimed = True
-                        if self._unsubscribe_all(run, definition, owed) and self._finished(run):
+                        first_tries = all(run.actions[n].wait.unsubscribe_attempts == 0 for n in owed)  # type: ignore[union-attr]
+                        if self._unsubscribe_all(run, definition, owed) and first_tries and self._finished(run):
                             # Nothing left to do or record: drop the alarm, skip the write.
                             if run.alarm_at is not None:
                                 self._drop_alarm(run.id, run.alarm_at)
@@ -577,7 +578,16 @@ class Engine:
                         record.step = record.next_at = None
                         changed = True
                 wait = record.wait
-                if wait is not None and wait.subscribed and record.status.final and wait.unsubscribe is None:
+                # Subscribed, or subscribe outcome unknown (a crash between the call and its
+                # record): unsubscribe. Unsubscribing a subscription that never took is
+                # harmless to a target; leaving one behind is not.
+                unknown = wait is not None and wait.subscribe_status is None and wait.subscribe_error is None
+                if (
+                    wait is not None
+                    and (wait.subscribed or unknown)
+                    and record.status.final
+                    and wait.unsubscribe is None
+                ):
                     has_spec = isinstance(action, HttpWebhookAction) and action.inputs.unsubscribe is not None
                     wait.unsubscribe = "owed" if has_spec else "done"
         if run.status.ended or not all(r.status.final for r in run.actions.values()):
@@ -647,7 +657,7 @@ class Engine:
             record.poll = PollRecord(location=urljoin(request.url, location))
             record.failures = 0
             record.error = None
-            record.step, record.next_at = Step.POLL, now + (retry_after(response.headers, now) or DEFAULT_POLL_INTERVAL)
+            record.step, record.next_at = Step.POLL, now + _poll_interval(response, now)
             if record.deadline is None:
                 record.deadline = (record.start_time or now) + self.max_wait
             return
@@ -672,7 +682,7 @@ class Engine:
                 record.poll = PollRecord(location=urljoin(record.poll.location, location))
             record.outputs = http_action.response_outputs(response)
             record.failures = 0
-            record.step, record.next_at = Step.POLL, now + (retry_after(response.headers, now) or DEFAULT_POLL_INTERVAL)
+            record.step, record.next_at = Step.POLL, now + _poll_interval(response, now)
             return
         if self._schedule_retry(record, action.inputs.retry_policy, response, error, now, Step.POLL):
             return
@@ -707,11 +717,16 @@ class Engine:
         if delay is None:
             return False
         if response is not None and response.status_code in (429, 503):
-            delay = retry_after(response.headers, now) or delay
+            asked = retry_after(response.headers, now)
+            delay = asked if asked is not None else delay
         if record.deadline is not None and now + delay >= record.deadline:
-            return False  # the deadline comes first; the action times out there
+            # The limit lapses before another attempt could start: the action waits out its
+            # limit and ends TimedOut there, as a limit.timeout promises.
+            record.step, record.next_at = None, None
+            record.error = error or (http_action.outcome_error(response) if response is not None else None)
+            return True
         record.step, record.next_at = step, now + delay
-        record.error = error or http_action.outcome_error(response) if response is not None else error
+        record.error = error or (http_action.outcome_error(response) if response is not None else None)
         if response is not None:
             record.outputs = http_action.response_outputs(response)
         return True
@@ -737,6 +752,7 @@ class Engine:
         record.step = record.next_at = None
         prepared = self._prepare(action.inputs.subscribe, run, name, now, url)
         if isinstance(prepared, ErrorInfo):
+            wait.subscribe_error = prepared  # known never sent: nothing to unsubscribe
             self._fail(record, prepared)
             return
         evaluated, request = prepared
@@ -801,7 +817,8 @@ class Engine:
         delay = Policy.of(action.inputs.unsubscribe.retry_policy).delay(wait.unsubscribe_attempts, self.rand)
         if retryable and delay is not None:
             if response is not None and response.status_code in (429, 503):
-                delay = retry_after(response.headers, now) or delay
+                asked = retry_after(response.headers, now)
+                delay = asked if asked is not None else delay
             wait.unsubscribe_next_at = now + delay
         else:
             wait.unsubscribe, wait.unsubscribe_next_at = "failed", None
@@ -971,6 +988,11 @@ _VOLATILE = {"alarm_at", "lease_owner", "lease_until"}
 def _same(before: RunRecord, after: RunRecord) -> bool:
     """Equal but for the bookkeeping a wake changes (alarm, lease)."""
     return before.model_dump(exclude=_VOLATILE) == after.model_dump(exclude=_VOLATILE)
+
+
+def _poll_interval(response: OutboundResponse, now: datetime) -> timedelta:
+    asked = retry_after(response.headers, now)
+    return asked if asked is not None else DEFAULT_POLL_INTERVAL
 
 
 def _header(response: OutboundResponse | None, name: str) -> str | None:

@@ -62,6 +62,7 @@ class Policy:
         else:
             low = max(self.interval * 2 ** (retry - 2), self.minimum)
             high = min(self.interval * 2 ** (retry - 1), self.maximum)
+        low = min(low, self.maximum)  # late retries: the doubling passes the maximum; the maximum wins
         high = max(low, high)
         return timedelta(seconds=rand(low.total_seconds(), high.total_seconds()))
 

@@ -385,8 +385,11 @@ class Store(ABC):
     def due_items(self, now: datetime, limit: int) -> list[DueItem]:
         """Items due at or before ``now``, oldest first, at most ``limit``."""
         self._ready()
+        # "~" sorts after every shard digit and every run id: the bounds take in all of "now".
         pk_max, rk_max = due_keys("0", now)
-        rows = self._range(self.table(DUE), pk_max=pk_max.rsplit("-", 1)[0] + "-~", rk_max=rk_max + "~", top=limit)
+        pk_bound = pk_max.rsplit("-", 1)[0] + "-~"
+        rk_bound = rk_max.split("-", 1)[0] + "-~"
+        rows = self._range(self.table(DUE), pk_max=pk_bound, rk_max=rk_bound, top=limit)
         return [_due_item(r) for r in rows]
 
     def claim_due(self, item: DueItem, until: datetime) -> DueItem | None:
