@@ -1,4 +1,5 @@
-"""Benchmarks: figures, not pass/fail. ``make bench`` runs this module.
+"""Benchmarks: figures, not pass/fail. ``make bench`` runs this module: the webhook run
+life below, then the sweep benchmark (``bench/sweep.py``).
 
 Webhook run life (start -> wait -> callback -> unsubscribe -> Succeeded), through the real
 app over HTTP: the dev host serves ``function_app.app`` in this process, Azurite (started
@@ -38,6 +39,7 @@ import requests
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 
+from bench import sweep
 from scripts.azurite import Azurite
 from shared.outbound import new_session
 
@@ -104,6 +106,7 @@ def app_server(connection_string: str, counter: TransactionCounter) -> Iterator[
             "HOOKFLOW_SIGNING_KEYS": secrets.token_urlsafe(32),
             "HOOKFLOW_TABLE_PREFIX": "bench" + secrets.token_hex(3),
             "HOOKFLOW_ALLOW_PRIVATE_NETWORK": "true",
+            "HOOKFLOW_POLL_SCHEDULE": "*/5 * * * * *",
         }
     )
     from function_app import app
@@ -281,8 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=300, help="run lives per round (default 300)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; figures are medians (default 5)")
+    parser.add_argument("--only", choices=("webhook", "sweep"), help="run one benchmark (default: both)")
     args = parser.parse_args(argv)
+    if args.only != "sweep":
+        webhook_benchmark(args)
+    if args.only != "webhook":
+        print(flush=True)
+        sweep.main(["--rounds", str(args.rounds)])
+    return 0
 
+
+def webhook_benchmark(args: argparse.Namespace) -> None:
     print(f"webhook run life: {args.runs} runs x {args.rounds} rounds, concurrency {args.concurrency}", flush=True)
     counter = TransactionCounter()
     results: list[dict[str, float]] = []
@@ -312,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, value, fmt in show:
         print(f"{label}: {fmt.format(value())}")
-    return 0
 
 
 if __name__ == "__main__":

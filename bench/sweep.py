@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                         raise RuntimeError(f"the sweep finished {report.done} of {DUE_PER_ROUND}: {report}")
                     times[label].append(report.seconds)
                     per_item.append(spent / DUE_PER_ROUND)
-                    line.append(f"{label} {report.seconds:.3f} s, {spent / DUE_PER_ROUND:.2f} tx/item")
+                    line.append(
+                        f"{label} {report.seconds:.3f} s (query {report.query_seconds:.3f} s), "
+                        f"{spent / DUE_PER_ROUND:.2f} tx/item"
+                    )
                     clock.now += timedelta(minutes=10)
                 print(f"  round {number}: " + "; ".join(line), flush=True)
     finally:

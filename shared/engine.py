@@ -141,6 +141,7 @@ class SweepReport:
     failed: int = 0
     left: int = 0
     seconds: float = 0.0
+    query_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
 
@@ -243,8 +244,9 @@ class Engine:
                 # A retry with the same key must find this run, not run its actions again.
                 created = self._persist(None, run, definition)
             loaded = self._advance(created, run, definition, owner=owner, claimed=True)
-        except AlreadyExists:
-            # Only an idempotent retry can collide on the id; the other attempt won.
+        except (AlreadyExists, ConcurrencyConflict):
+            # The id collided (an idempotent retry won), or the run was taken from us while we
+            # worked on it (cancelled): either way what is stored is the answer.
             existing = self.store.load_run(run_id)
             if existing is None:
                 raise
@@ -365,7 +367,7 @@ class Engine:
         started = time.monotonic()
         now = self.clock()
         items = self.store.due_items(now, batch)
-        report = SweepReport(found=len(items))
+        report = SweepReport(found=len(items), query_seconds=time.monotonic() - started)
         for item in items:
             if time.monotonic() - started > budget.total_seconds():
                 report.left += 1
