@@ -123,7 +123,7 @@ def app_server(connection_string: str, counter: TransactionCounter) -> Iterator[
         transport=RequestsTransport(session=new_session(), session_owner=False),
     )
     engine.store = TableStore(service, settings.table_prefix)
-    bootstrap._engine = engine  # the composition root's engine, with the counting client
+    bootstrap.use(engine)  # the composition root's engine, with the counting client
     host = DevHost(app, port=0, timers_enabled=False).start()
     try:
         yield host.api_url
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         webhook_benchmark(args)
     if args.only != "webhook":
         print(flush=True)
-        sweep.main(["--rounds", str(args.rounds)])
+        sweep.main([])
     return 0
 
 

@@ -14,10 +14,12 @@ from shared.outbound import RequestsSender, new_session
 from shared.settings import Settings
 from shared.signing import CallbackSigner
 from shared.store.table import TableStore
+from shared.triggers import Workflows
 
 INLINE_BUDGET = timedelta(seconds=30)
 _lock = threading.Lock()
 _engine: Engine | None = None
+_workflows: Workflows | None = None
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -44,16 +46,29 @@ def build_engine(settings: Settings) -> Engine:
 
 def engine() -> Engine:
     """The process-wide engine, built from the environment on first call."""
-    global _engine
-    if _engine is None:
+    return workflows().engine
+
+
+def workflows() -> Workflows:
+    """The process-wide workflow registry (and, through it, the engine), built on first call."""
+    global _engine, _workflows
+    if _workflows is None:
         with _lock:
-            if _engine is None:
-                _engine = build_engine(Settings.from_env())
-    return _engine
+            if _workflows is None:
+                _engine = _engine or build_engine(Settings.from_env())
+                _workflows = Workflows(_engine)
+    return _workflows
+
+
+def use(engine: Engine) -> None:
+    """Make ``engine`` the process-wide one (benchmarks instrument their own)."""
+    global _engine, _workflows
+    with _lock:
+        _engine, _workflows = engine, Workflows(engine)
 
 
 def reset() -> None:
     """Forget the process-wide engine (tests that change the environment call this)."""
-    global _engine
+    global _engine, _workflows
     with _lock:
-        _engine = None
+        _engine = _workflows = None

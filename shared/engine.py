@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import secrets
 import time
@@ -52,6 +53,7 @@ from shared.errors import (
     Gone,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
 )
 from shared.models import (
     ActionRecord,
@@ -72,9 +74,10 @@ from shared.models import (
     topological_order,
 )
 from shared.outbound import OutboundRequest, OutboundResponse, Sender, decode_body
+from shared.receivers import build_receiver
 from shared.retry import Policy, retry_after, retryable_status
 from shared.signing import CallbackSigner, new_nonce, redact_url
-from shared.store import LoadedRun, Store
+from shared.store import LoadedRun, Store, StoredWorkflow
 from shared.store.base import DueItem, due_keys
 
 log = logging.getLogger("hookflow.engine")
@@ -192,6 +195,7 @@ class Engine:
         inline_budget: timedelta = timedelta(seconds=30),
         tokens: http_action.TokenProvider | None = None,
         rand: Callable[[float, float], float] = random.uniform,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -204,18 +208,35 @@ class Engine:
         self.inline_budget = inline_budget
         self.tokens = tokens or http_action.TokenProvider()
         self.rand = rand
+        self.env = env if env is not None else os.environ  # app settings that hold webhook secrets
+        # Set by shared.triggers.Workflows: wakes a trigger's alarm ("w-<name>").
+        self.workflow_waker: Callable[[str, DueItem], bool] | None = None
 
     # ------------------------------------------------------------------ public operations
 
-    def start_run(self, workflow: str, request: InboundRequest, *, idempotency_key: str | None = None) -> RunRecord:
-        """Create a run from a trigger request and advance it until it suspends or ends."""
-        stored = self.store.get_workflow(workflow)
+    def start_run(
+        self,
+        workflow: str,
+        request: InboundRequest,
+        *,
+        idempotency_key: str | None = None,
+        stored: StoredWorkflow | None = None,
+        outputs: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Create a run from a trigger request and advance it until it suspends or ends.
+
+        ``stored``: the workflow, when the caller has just read it; ``outputs``: the trigger
+        outputs when they are not the request's (a polling trigger's response).
+        """
+        if stored is None:
+            stored = self.store.get_workflow(workflow)
         if stored is None:
             raise NotFound(f"workflow {workflow!r} does not exist", code="WorkflowNotFound")
         if stored.state != WorkflowState.ENABLED:
             raise Conflict(f"workflow {workflow!r} is disabled", code="WorkflowDisabled")
         self.check_body_size(request.body)
-        outputs = request.outputs()
+        if outputs is None:
+            outputs = request.outputs()
         definition = stored.parsed()
         now = self.clock()
         run_id = new_run_id(now)
@@ -226,6 +247,9 @@ class Engine:
                 if existing is not None:
                     return existing.run
                 run_id = bound  # the first attempt died before creating it: create it now
+        limit = definition.triggers[definition.trigger_name].max_runs
+        if limit is not None:
+            self._take_slot(workflow, run_id, limit)
         owner = self._owner()
         run = RunRecord(
             id=run_id,
@@ -240,8 +264,9 @@ class Engine:
         )
         try:
             created: LoadedRun | None = None
-            if idempotency_key:
-                # A retry with the same key must find this run, not run its actions again.
+            if idempotency_key or limit is not None:
+                # Stored before any side effect: a retry with the same key must find this run,
+                # and a slot must point at a run that exists.
                 created = self._persist(None, run, definition)
             loaded = self._advance(created, run, definition, owner=owner, claimed=True)
         except (AlreadyExists, ConcurrencyConflict):
@@ -252,6 +277,47 @@ class Engine:
                 raise
             return existing.run
         return loaded.run
+
+    def _take_slot(self, workflow: str, run_id: str, limit: int) -> None:
+        """Hold one of the workflow's ``limit`` run slots, or answer 429.
+
+        Slots name their runs, so a slot whose run ended without giving it back (a crash
+        between the run's last write and the release) is found and freed here.
+        """
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            runs, etag = self.store.active_runs(workflow)
+            if run_id in runs:
+                return
+            if len(runs) >= limit:
+                # Free the slots of runs that are over or were never stored.
+                runs = [r for r in runs if (held := self.store.load_run(r)) is not None and not held.run.status.ended]
+                if len(runs) >= limit:
+                    raise TooManyRequests(
+                        f"workflow {workflow!r} already has {limit} runs in progress",
+                        code="ConcurrencyLimit",
+                        headers={"Retry-After": "5"},
+                    )
+            try:
+                self.store.set_active_runs(workflow, [*runs, run_id], etag)
+            except ConcurrencyConflict:
+                continue
+            return
+        raise ConcurrencyConflict(f"the run slots of {workflow!r} kept changing")
+
+    def _give_slot(self, run: RunRecord) -> None:
+        """Give back a run's slot when it ends (best effort: a slot left over is freed later)."""
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            try:
+                runs, etag = self.store.active_runs(run.workflow)
+                if run.id not in runs:
+                    return
+                self.store.set_active_runs(run.workflow, [r for r in runs if r != run.id], etag)
+                return
+            except ConcurrencyConflict:
+                continue
+            except Exception:
+                log.warning("run %s: could not give back its concurrency slot", run.id)
+                return
 
     def get_run(self, run_id: str) -> LoadedRun:
         loaded = self.store.load_run(run_id)
@@ -298,6 +364,7 @@ class Engine:
         target = self.signer.verify_action(run_id, action, query)
         self.check_body_size(request.body)
         received = request.outputs()
+        verified_signature = False
         heartbeat = (request.header(HEARTBEAT_HEADER) or "").strip().lower() == "true"
         failed = (request.header(OUTCOME_HEADER) or "").strip().lower() == "failed"
         for _ in range(_MAX_CONFLICT_RETRIES):
@@ -315,6 +382,10 @@ class Engine:
                 raise Gone(f"the wait ended with status {record.status.value}", code="WaitGone")
             now = self.clock()
             definition_action = loaded.definition.actions[action]
+            signature = definition_action.signature if isinstance(definition_action, HttpWebhookAction) else None
+            if signature is not None and not verified_signature:
+                build_receiver(signature, self.env).verify(request.headers, request.body, now)
+                verified_signature = True
             owner = self._owner()
             try:
                 if heartbeat:
@@ -399,6 +470,10 @@ class Engine:
         While the run is worked on, the claimed item is its alarm (a claim that runs out
         brings it back). ``False``: the run is busy; leave the item to come back later.
         """
+        if item.run_id.startswith("w-"):
+            if self.workflow_waker is None:
+                return False
+            return self.workflow_waker(item.run_id[2:], item)
         for _ in range(_MAX_CONFLICT_RETRIES):
             loaded = self.store.load_run(item.run_id)
             run = loaded.run.model_copy(deep=True) if loaded is not None else None
@@ -861,6 +936,8 @@ class Engine:
         definition = definition or (loaded.definition if loaded is not None else None)
         assert definition is not None, "creating a run needs its definition"
         needed = self._alarm_needed(run, definition, now)
+        if needed is not None:
+            needed = max(needed, now)  # due in the past is due now; and past days' tables only shrink
         stale: datetime | None = None
         if needed is not None and (run.alarm_at is None or needed < run.alarm_at or (rearm and needed != run.alarm_at)):
             self.store.add_due(run.id, needed)
@@ -870,6 +947,9 @@ class Engine:
         stored = self.store.create_run(run, definition) if loaded is None else self.store.save_run(loaded, run)
         if stale is not None:
             self._drop_alarm(run.id, stale)
+        ended_now = run.status.ended and (loaded is None or not loaded.run.status.ended)
+        if ended_now and definition.triggers[definition.trigger_name].max_runs is not None:
+            self._give_slot(run)
         return stored
 
     def _drop_alarm(self, run_id: str, due_at: datetime) -> None:

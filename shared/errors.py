@@ -12,10 +12,12 @@
     │   ├── Conflict              409 state does not allow it (a wait already resumed, run over)
     │   ├── Gone                  410 the wait or the workflow has ended
     │   ├── PayloadTooLarge       413 body over HOOKFLOW_MAX_BODY_BYTES
+    │   ├── TooManyRequests       429 a trigger's concurrency limit is full
     │   └── ServiceUnavailable    503 storage does not answer
     ├── StoreError                    persistence outcomes the engine decides on
     │   ├── ConcurrencyConflict   an ETag-conditional write lost: reload and decide again
     │   ├── AlreadyExists         an insert found the row there (carries nothing else)
+    │   ├── TableMissing          the table is not there (a day of the due index already dropped)
     │   └── RunTooLarge           a run's state no longer fits one entity-group transaction
     └── ExpressionError               a WDL expression does not parse or cannot be evaluated
 
@@ -100,6 +102,11 @@ class PayloadTooLarge(HttpError):
     code = "PayloadTooLarge"
 
 
+class TooManyRequests(HttpError):
+    status = 429
+    code = "TooManyRequests"
+
+
 class ServiceUnavailable(HttpError):
     status = 503
     code = "ServiceUnavailable"
@@ -115,6 +122,10 @@ class ConcurrencyConflict(StoreError):
 
 class AlreadyExists(StoreError):
     """An insert found a row with the same key."""
+
+
+class TableMissing(StoreError):
+    """The table an operation named does not exist."""
 
 
 class RunTooLarge(StoreError):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared import expressions
 from shared.durations import format_duration, parse_duration
 from shared.errors import DefinitionInvalid, ExpressionError
+from shared.receivers import SignatureSpec
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 ACTION_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}$")
@@ -218,6 +219,8 @@ class HttpWebhookAction(_ActionBase):
 
     type: Literal["HttpWebhook"]
     inputs: WebhookInputs
+    # Hookflow: how the target signs its callbacks, on top of the callback URL's own signature.
+    signature: SignatureSpec | None = None
 
     @property
     def heartbeat(self) -> timedelta | None:
@@ -294,20 +297,83 @@ class RequestTriggerInputs(_Strict):
     method: str | None = None
 
 
-class RequestTrigger(_Strict):
-    """The manual trigger: a run starts for each ``POST .../runs``."""
+class Concurrency(_Strict):
+    runs: int = Field(ge=1, le=100)
+
+
+class RuntimeConfiguration(_Strict):
+    """``runtimeConfiguration.concurrency.runs``: at most this many runs in progress."""
+
+    concurrency: Concurrency | None = None
+
+
+class _TriggerBase(_Strict):
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    runtime_configuration: RuntimeConfiguration | None = Field(default=None, alias="runtimeConfiguration")
+    # Hookflow: how inbound calls to this trigger's URL are signed (GitHub, Standard Webhooks, HMAC).
+    signature: SignatureSpec | None = None
+
+    @property
+    def max_runs(self) -> int | None:
+        config = self.runtime_configuration
+        return config.concurrency.runs if config and config.concurrency else None
+
+
+class RequestTrigger(_TriggerBase):
+    """The manual trigger: a run starts for each ``POST .../runs`` or POST to its signed URL."""
 
     type: Literal["Request"]
     kind: str = "Http"
     inputs: RequestTriggerInputs = Field(default_factory=RequestTriggerInputs)
-    description: str | None = None
-    metadata: dict[str, Any] | None = None
 
 
-Trigger = Annotated[RequestTrigger, Field(discriminator="type")]
+class HttpWebhookTrigger(_TriggerBase):
+    """Subscribes while the workflow is enabled; every POST to its callback URL starts a run."""
+
+    type: Literal["HttpWebhook"]
+    inputs: WebhookInputs
+
+
+RECURRENCE_UNITS = {
+    "Second": timedelta(seconds=1),
+    "Minute": timedelta(minutes=1),
+    "Hour": timedelta(hours=1),
+    "Day": timedelta(days=1),
+    "Week": timedelta(weeks=1),
+    "Month": timedelta(days=30),
+}
+
+
+class Recurrence(_Strict):
+    frequency: str
+    interval: int = Field(default=1, ge=1)
+
+    @field_validator("frequency", mode="before")
+    @classmethod
+    def _canonical_frequency(cls, value: Any) -> Any:
+        canonical = _canonical(value, tuple(RECURRENCE_UNITS))
+        if canonical not in RECURRENCE_UNITS:
+            raise ValueError(f"frequency must be one of {', '.join(RECURRENCE_UNITS)}")
+        return canonical
+
+    @property
+    def period(self) -> timedelta:
+        return self.interval * RECURRENCE_UNITS[self.frequency]
+
+
+class HttpTrigger(_TriggerBase):
+    """A polling trigger: the timer calls ``inputs`` every ``recurrence``; ``200`` starts a run."""
+
+    type: Literal["Http"]
+    inputs: HttpRequestSpec
+    recurrence: Recurrence
+
+
+Trigger = Annotated[RequestTrigger | HttpWebhookTrigger | HttpTrigger, Field(discriminator="type")]
 
 ACTION_TYPES = ("Http", "HttpWebhook", "Wait")
-TRIGGER_TYPES = ("Request",)
+TRIGGER_TYPES = ("Request", "HttpWebhook", "Http")
 
 
 class WorkflowDefinition(_Strict):
@@ -459,12 +525,21 @@ def validate_definition(raw: Any, root: str) -> list[dict[str, str]]:
                 add(path, "listCallbackUrl() is only valid inside an HttpWebhook action")
 
     for tname, trigger in triggers.items() if isinstance(triggers, dict) else ():
-        if isinstance(trigger, dict) and str(trigger.get("type", "")).lower() != "request":
-            # A Request trigger's inputs are a JSON schema, not expressions.
-            for path, message in expressions.find_problems(
-                trigger.get("inputs"), _path(root, "triggers", tname, "inputs")
-            ):
-                add(path, message)
+        if not isinstance(trigger, dict) or str(trigger.get("type", "")).lower() == "request":
+            continue  # a Request trigger's inputs are a JSON schema, not expressions
+        tbase = _path(root, "triggers", tname, "inputs")
+        inputs = trigger.get("inputs")
+        for path, message in expressions.find_problems(inputs, tbase):
+            add(path, message)
+        for path, text in _strings(inputs, tbase):
+            try:
+                refs = expressions.compile_value(text).references()
+            except ExpressionError:
+                continue
+            if refs.functions & {"body", "outputs", "triggerbody", "triggeroutputs"}:
+                add(path, "a trigger's inputs cannot refer to run data: no run exists when it calls out")
+            if "listcallbackurl" in refs.functions and str(trigger.get("type", "")).lower() != "httpwebhook":
+                add(path, "listCallbackUrl() is only valid inside an HttpWebhook trigger or action")
     return problems
 
 

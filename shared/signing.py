@@ -28,6 +28,7 @@ from shared.errors import Unauthorized
 
 SIGNATURE_VERSION = "1"
 ACTION_CALLBACK_ROUTE = "callbacks/runs/{run_id}/actions/{action}"
+TRIGGER_CALLBACK_ROUTE = "callbacks/workflows/{workflow}/triggers/{trigger}"
 
 
 def new_nonce() -> str:
@@ -58,6 +59,18 @@ class CallbackSigner:
         params = {"sv": SIGNATURE_VERSION, "nonce": nonce}
         params["sig"] = self._sign(self._keys[0], "action", (run_id, action), params)
         return f"{base_url.rstrip('/')}/api/{path}?{urlencode(params)}"
+
+    def trigger_url(self, base_url: str, workflow: str, trigger: str, nonce: str) -> str:
+        """The absolute URL of a workflow's trigger (its invoke URL, or a webhook's callback URL)."""
+        path = TRIGGER_CALLBACK_ROUTE.format(workflow=quote(workflow, safe=""), trigger=quote(trigger, safe=""))
+        params = {"sv": SIGNATURE_VERSION, "nonce": nonce}
+        params["sig"] = self._sign(self._keys[0], "trigger", (workflow, trigger), params)
+        return f"{base_url.rstrip('/')}/api/{path}?{urlencode(params)}"
+
+    def verify_trigger(self, workflow: str, trigger: str, query: Mapping[str, str]) -> CallbackTarget:
+        """Check a trigger URL's signature; raise :class:`Unauthorized` when it fails."""
+        self._verify("trigger", (workflow, trigger), query)
+        return CallbackTarget(run_id=workflow, action=trigger, nonce=query.get("nonce") or "")
 
     def verify_action(self, run_id: str, action: str, query: Mapping[str, str]) -> CallbackTarget:
         """Check an action callback's signature; raise :class:`Unauthorized` when it fails."""

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from scripts.azurite import Azurite, free_port
-from tests.support.target import ScriptedApi, WebhookTarget
+from tests.support.target import PollingSource, ScriptedApi, TriggerSource, WebhookTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +50,30 @@ def api() -> Iterator[ScriptedApi]:
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture
+def source() -> Iterator[TriggerSource]:
+    service = TriggerSource().start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def polling_source() -> Iterator[PollingSource]:
+    service = PollingSource().start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+# The secret of the signed-trigger e2e tests: made up per session, handed to the dev host as
+# an app setting by name, the way a deployment would.
+GITHUB_SECRET_SETTING = "E2E_GITHUB_SECRET"
+GITHUB_SECRET = secrets.token_urlsafe(24)
 
 
 class DevHostProcess:
@@ -116,6 +140,7 @@ def devhost(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "HOOKFLOW_ALLOW_PRIVATE_NETWORK": "true",
         "HOOKFLOW_PUBLIC_BASE_URL": "",
         "HOOKFLOW_MAX_BODY_BYTES": "65536",
+        GITHUB_SECRET_SETTING: GITHUB_SECRET,
         "PYTHONUNBUFFERED": "1",
     }
     host = DevHostProcess(env, free_port(), tmp_path_factory.mktemp("devhost") / "devhost.log")

@@ -36,11 +36,11 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared.durations import iso
-from shared.errors import AlreadyExists, ConcurrencyConflict, NotFound, RunTooLarge
+from shared.errors import AlreadyExists, ConcurrencyConflict, NotFound, RunTooLarge, TableMissing
 from shared.models import RunRecord, WorkflowDefinition
 
 CHUNK_BYTES = 60_000
@@ -81,13 +81,38 @@ class Op:
 
 @dataclass(frozen=True)
 class StoredWorkflow:
+    """A workflow as stored: its document (definition, state, trigger state) and ETag."""
+
     name: str
-    definition: dict[str, Any]
-    state: str
-    created_time: datetime
-    changed_time: datetime
-    version: int
+    doc: dict[str, Any]
     etag: str
+    rows: int = 1
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.doc["definition"]
+        return result
+
+    @property
+    def state(self) -> str:
+        return str(self.doc["state"])
+
+    @property
+    def created_time(self) -> datetime:
+        return datetime.fromisoformat(self.doc["createdTime"])
+
+    @property
+    def changed_time(self) -> datetime:
+        return datetime.fromisoformat(self.doc["changedTime"])
+
+    @property
+    def version(self) -> int:
+        return int(self.doc["version"])
+
+    @property
+    def trigger(self) -> dict[str, Any] | None:
+        trigger: dict[str, Any] | None = self.doc.get("trigger")
+        return trigger
 
     def parsed(self) -> WorkflowDefinition:
         return WorkflowDefinition.model_validate(self.definition)
@@ -117,7 +142,11 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class DueItem:
-    """An entry of the due-item index: run ``run_id`` needs the timer at ``due_at``."""
+    """An entry of the due-item index: ``run_id`` needs the timer at ``due_at``.
+
+    ``run_id`` names a run, or a workflow's trigger as ``w-<workflow name>`` (run ids begin
+    with a digit, so the two never meet).
+    """
 
     run_id: str
     due_at: datetime
@@ -136,7 +165,7 @@ def due_keys(run_id: str, due_at: datetime) -> tuple[str, str]:
     an item due later, however many there are.
     """
     when = due_at.astimezone(UTC)
-    shard = int(run_id[-1], 16) % DUE_SHARDS if run_id[-1:].isalnum() else 0
+    shard = sum(run_id.encode()) % DUE_SHARDS
     return f"{when:%Y%m%d%H%M}-{shard}", f"{when:%Y%m%d%H%M%S%f}-{run_id}"
 
 
@@ -146,6 +175,7 @@ class Store(ABC):
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix
         self._tables_ready = False
+        self._due_tables: set[str] = set()
 
     def table(self, name: str) -> str:
         return f"{self._prefix}{name}"
@@ -158,58 +188,44 @@ class Store(ABC):
         head = _head(rows, "wf")
         if head is None:
             return None
-        doc = _load(_gather(rows, "wf")["D"])
-        return StoredWorkflow(
-            name=name,
-            definition=doc["definition"],
-            state=doc["state"],
-            created_time=datetime.fromisoformat(doc["createdTime"]),
-            changed_time=datetime.fromisoformat(doc["changedTime"]),
-            version=int(doc["version"]),
-            etag=head.etag or "",
-        )
+        return StoredWorkflow(name, _load(_gather(rows, "wf")["D"]), head.etag or "", int(head.props.get("Rows", 1)))
+
+    def create_workflow(self, name: str, doc: dict[str, Any]) -> StoredWorkflow:
+        """Insert a workflow; :class:`AlreadyExists` when the name is taken."""
+        self._ready()
+        rows = _layout(name, "wf", {"D": _dump(doc)}, {"State": doc["state"]})
+        etags = self._submit(self.table(WORKFLOWS), name, [Op("create", r) for r in rows])
+        return StoredWorkflow(name, doc, etags["wf"], len(rows))
+
+    def replace_workflow(self, stored: StoredWorkflow, doc: dict[str, Any]) -> StoredWorkflow:
+        """Replace a workflow's document if it still carries ``stored.etag``; else
+        :class:`ConcurrencyConflict`."""
+        self._ready()
+        head = Row(stored.name, "wf", {"Rows": stored.rows}, stored.etag)
+        ops = _replace_ops(stored.name, "wf", {"D": _dump(doc)}, {"State": doc["state"]}, head)
+        etags = self._submit(self.table(WORKFLOWS), stored.name, ops)
+        rows = sum(1 for op in ops if op.kind != "delete")
+        return StoredWorkflow(stored.name, doc, etags["wf"], rows)
 
     def put_workflow(
         self, name: str, definition: dict[str, Any], state: str, now: datetime
     ) -> tuple[StoredWorkflow, bool]:
-        """Create or replace a workflow; return it and whether it was created.
-
-        A replace is conditional on the version read just before, so two concurrent PUTs
-        never interleave their rows; the later one simply wins, as PUT promises.
-        """
-        self._ready()
-        table = self.table(WORKFLOWS)
+        """Create or replace a workflow (no trigger state); return it and whether it was created."""
         for _ in range(5):
-            current = self._read_partition(table, name)
-            head = _head(current, "wf")
-            if head is None:
-                doc = {
-                    "definition": definition,
-                    "state": state,
-                    "createdTime": now.isoformat(),
-                    "changedTime": now.isoformat(),
-                    "version": 1,
-                }
-                try:
-                    etags = self._submit(
-                        table, name, [Op("create", r) for r in _layout(name, "wf", {"D": _dump(doc)}, {"State": state})]
-                    )
-                except AlreadyExists:
-                    continue
-                return self._stored(name, doc, etags["wf"]), True
-            old = _load(_gather(current, "wf")["D"])
+            current = self.get_workflow(name)
             doc = {
                 "definition": definition,
                 "state": state,
-                "createdTime": old["createdTime"],
+                "createdTime": current.doc["createdTime"] if current else now.isoformat(),
                 "changedTime": now.isoformat(),
-                "version": int(old["version"]) + 1,
+                "version": current.version + 1 if current else 1,
             }
             try:
-                etags = self._submit(table, name, _replace_ops(name, "wf", {"D": _dump(doc)}, {"State": state}, head))
-            except ConcurrencyConflict:
+                if current is None:
+                    return self.create_workflow(name, doc), True
+                return self.replace_workflow(current, doc), False
+            except (AlreadyExists, ConcurrencyConflict):
                 continue
-            return self._stored(name, doc, etags["wf"]), False
         raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being saved")
 
     def delete_workflow(self, name: str) -> bool:
@@ -228,9 +244,29 @@ class Store(ABC):
             return True
         raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being deleted")
 
+    # ------------------------------------------------------------------ run slots
+
+    def active_runs(self, workflow: str) -> tuple[list[str], str | None]:
+        """The runs holding a concurrency slot of ``workflow``, and the row's ETag."""
+        self._ready()
+        row = self._read_row(self.table(WORKFLOWS), workflow, "slots")
+        if row is None:
+            return [], None
+        runs = json.loads(str(row.props.get("Runs") or "[]"))
+        return [str(r) for r in runs], row.etag
+
+    def set_active_runs(self, workflow: str, runs: list[str], etag: str | None) -> None:
+        """Write the slot holders if nobody changed them since ``etag`` (``None``: the row is new)."""
+        self._ready()
+        row = Row(workflow, "slots", {"Runs": json.dumps(runs)})
+        op = Op("create", row) if etag is None else Op("update", row, etag=etag)
+        try:
+            self._submit(self.table(WORKFLOWS), workflow, [op])
+        except AlreadyExists as exc:
+            raise ConcurrencyConflict("slots changed") from exc
+
     def list_workflows(self) -> list[StoredWorkflow]:
         self._ready()
-        out = []
         rows: list[Row] = []
         token: str | None = None
         while True:
@@ -238,25 +274,16 @@ class Store(ABC):
             rows += page
             if token is None:
                 break
+        out = []
         for head in rows:
-            stored = self.get_workflow(head.partition_key) if head.props.get("Rows", 1) > 1 else None
-            if stored is None:
-                doc = _load(_gather([head], "wf")["D"])
-                stored = self._stored(head.partition_key, doc, head.etag or "")
+            if int(head.props.get("Rows", 1)) > 1:
+                stored = self.get_workflow(head.partition_key)
+                if stored is None:
+                    continue
+            else:
+                stored = StoredWorkflow(head.partition_key, _load(_gather([head], "wf")["D"]), head.etag or "")
             out.append(stored)
         return sorted(out, key=lambda w: w.name)
-
-    @staticmethod
-    def _stored(name: str, doc: dict[str, Any], etag: str) -> StoredWorkflow:
-        return StoredWorkflow(
-            name=name,
-            definition=doc["definition"],
-            state=doc["state"],
-            created_time=datetime.fromisoformat(doc["createdTime"]),
-            changed_time=datetime.fromisoformat(doc["changedTime"]),
-            version=int(doc["version"]),
-            etag=etag,
-        )
 
     # ------------------------------------------------------------------ runs
 
@@ -266,7 +293,7 @@ class Store(ABC):
         inline: dict[str, bytes] = {}
         own_rows: list[Row] = []
         for prefix, name, doc in (
-            ("F", "def", definition.model_dump(mode="json", by_alias=True, exclude_none=True)),
+            ("F", "def", definition.model_dump(mode="json", by_alias=True, exclude_defaults=True)),
             ("T", "trg", run.trigger.model_dump(mode="json")),
         ):
             data = _dump(doc)
@@ -366,31 +393,58 @@ class Store(ABC):
         return [head] if complete else self._read_partition(table, partition_key)
 
     # ------------------------------------------------------------------ due items
+    #
+    # The index is split into one table per day an item is due (``<prefix>dueYYYYMMDD``).
+    # Range queries only read what is due either way; the split keeps the tables the sweep
+    # writes to (claims, deletes) small, whatever is waiting weeks ahead, and lets a day's
+    # table go as a whole once it is empty.
+
+    def due_table(self, due_at: datetime) -> str:
+        return self.table(f"{DUE}{due_at.astimezone(UTC):%Y%m%d}")
 
     def add_due(self, run_id: str, due_at: datetime) -> None:
-        """Put ``run_id`` in the index at ``due_at`` (written before the run state that needs it)."""
+        """Put ``run_id`` in the index at ``due_at`` (written before the state that needs it)."""
         self._ready()
+        table = self.due_table(due_at)
+        if table not in self._due_tables:
+            self._ensure_tables([table])
+            self._due_tables.add(table)
         pk, rk = due_keys(run_id, due_at)
         # The same run at the same microsecond already there: that one item serves both.
         with contextlib.suppress(AlreadyExists):
-            self._submit(self.table(DUE), pk, [Op("create", Row(pk, rk, {"RunId": run_id, "DueAt": iso(due_at)}))])
+            self._submit(table, pk, [Op("create", Row(pk, rk, {"RunId": run_id, "DueAt": iso(due_at)}))])
 
     def delete_due(self, run_id: str, due_at: datetime) -> None:
         """Remove an item if it is there (an item already gone is not an error)."""
         self._ready()
         pk, rk = due_keys(run_id, due_at)
-        with contextlib.suppress(ConcurrencyConflict):
-            self._submit(self.table(DUE), pk, [Op("delete", Row(pk, rk))])
+        with contextlib.suppress(ConcurrencyConflict, TableMissing):
+            self._submit(self.due_table(due_at), pk, [Op("delete", Row(pk, rk))])
 
     def due_items(self, now: datetime, limit: int) -> list[DueItem]:
-        """Items due at or before ``now``, oldest first, at most ``limit``."""
+        """Items due at or before ``now``, oldest first, at most ``limit``.
+
+        Day tables older than yesterday that hold nothing any more are deleted on the way.
+        """
         self._ready()
+        last = self.due_table(now)
+        tables = sorted(t for t in self._list_tables(self.table(DUE)) if t <= last)
         # "~" sorts after every shard digit and every run id: the bounds take in all of "now".
         pk_max, rk_max = due_keys("0", now)
         pk_bound = pk_max.rsplit("-", 1)[0] + "-~"
         rk_bound = rk_max.split("-", 1)[0] + "-~"
-        rows = self._range(self.table(DUE), pk_max=pk_bound, rk_max=rk_bound, top=limit)
-        return [_due_item(r) for r in rows]
+        yesterday = self.due_table(now - timedelta(days=1))
+        items: list[DueItem] = []
+        for table in tables:
+            if len(items) >= limit:
+                break
+            rows = self._range(table, pk_max=pk_bound, rk_max=rk_bound, top=limit - len(items))
+            items += [_due_item(r) for r in rows]
+            if not rows and table < yesterday:
+                # Every item of a past day is due, so an empty answer means an empty table.
+                self._drop_table(table)
+                self._due_tables.discard(table)
+        return items
 
     def claim_due(self, item: DueItem, until: datetime) -> DueItem | None:
         """Mark an item as being worked on until ``until``; ``None`` if someone changed it first."""
@@ -398,8 +452,8 @@ class Store(ABC):
         pk, rk = item.keys
         props = {"RunId": item.run_id, "DueAt": iso(item.due_at), "ClaimedUntil": iso(until)}
         try:
-            etags = self._submit(self.table(DUE), pk, [Op("update", Row(pk, rk, props), etag=item.etag)])
-        except ConcurrencyConflict:
+            etags = self._submit(self.due_table(item.due_at), pk, [Op("update", Row(pk, rk, props), etag=item.etag)])
+        except (ConcurrencyConflict, TableMissing):
             return None
         return DueItem(item.run_id, item.due_at, etags[rk], until)
 
@@ -414,7 +468,7 @@ class Store(ABC):
 
     def _ready(self) -> None:
         if not self._tables_ready:
-            self._ensure_tables([self.table(WORKFLOWS), self.table(RUNS), self.table(DUE)])
+            self._ensure_tables([self.table(WORKFLOWS), self.table(RUNS)])
             self._tables_ready = True
 
     @abstractmethod
@@ -436,6 +490,14 @@ class Store(ABC):
         Raises :class:`AlreadyExists` when a ``create`` finds its row, and
         :class:`ConcurrencyConflict` when an ``update``/``delete`` ETag no longer matches.
         """
+
+    @abstractmethod
+    def _list_tables(self, prefix: str) -> list[str]:
+        """Names of the tables that start with ``prefix``."""
+
+    @abstractmethod
+    def _drop_table(self, name: str) -> None:
+        """Delete a table (gone already is fine)."""
 
     @abstractmethod
     def _range(self, table: str, *, pk_max: str, rk_max: str, top: int) -> list[Row]:

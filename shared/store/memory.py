@@ -12,7 +12,7 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 
-from shared.errors import AlreadyExists, ConcurrencyConflict
+from shared.errors import AlreadyExists, ConcurrencyConflict, TableMissing
 from shared.store.base import MAX_ENTITY_WIRE_BYTES, Op, Row, Store
 
 
@@ -29,6 +29,16 @@ class MemoryStore(Store):
         with self._lock:
             for name in names:
                 self._tables.setdefault(name, {})
+
+    def _list_tables(self, prefix: str) -> list[str]:
+        with self._lock:
+            self.transactions += 1
+            return sorted(name for name in self._tables if name.startswith(prefix))
+
+    def _drop_table(self, name: str) -> None:
+        with self._lock:
+            self.transactions += 1
+            self._tables.pop(name, None)
 
     def _read_row(self, table: str, partition_key: str, row_key: str) -> Row | None:
         with self._lock:
@@ -47,6 +57,8 @@ class MemoryStore(Store):
             self.before_submit(table, ops)
         with self._lock:
             self.transactions += 1
+            if table not in self._tables:
+                raise TableMissing(table)
             rows = self._tables[table]
             for op in ops:  # check everything first: the transaction is all or nothing
                 if op.kind != "delete" and _wire_size(op.row) > MAX_ENTITY_WIRE_BYTES:

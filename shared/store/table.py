@@ -23,7 +23,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.errors import AlreadyExists, BadRequest, ConcurrencyConflict, ServiceUnavailable
+from shared.errors import AlreadyExists, BadRequest, ConcurrencyConflict, ServiceUnavailable, TableMissing
 from shared.store.base import Op, Row, Store
 
 _KEYS = ("PartitionKey", "RowKey")
@@ -45,6 +45,18 @@ class TableStore(Store):
         with _unavailable():
             for name in names:
                 self._service.create_table_if_not_exists(name)
+
+    def _list_tables(self, prefix: str) -> list[str]:
+        with _unavailable():
+            found = self._service.query_tables(
+                "TableName ge @low and TableName lt @high", parameters={"low": prefix, "high": prefix + "~"}
+            )
+            return sorted(t.name for t in found)
+
+    def _drop_table(self, name: str) -> None:
+        with _unavailable():
+            self._service.delete_table(name)  # no error when it is gone already
+        self._clients.pop(name, None)
 
     def _read_row(self, table: str, partition_key: str, row_key: str) -> Row | None:
         with _unavailable():
@@ -98,7 +110,11 @@ class TableStore(Store):
                 return {}
         except ResourceExistsError as exc:
             raise AlreadyExists(op.row.row_key) from exc
-        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+        except ResourceNotFoundError as exc:
+            if "TableNotFound" in str(getattr(exc, "error_code", "") or exc):
+                raise TableMissing(op.row.partition_key) from exc
+            raise ConcurrencyConflict(op.row.row_key) from exc
+        except ResourceModifiedError as exc:
             raise ConcurrencyConflict(op.row.row_key) from exc
         except HttpResponseError as exc:
             if exc.status_code == 412:

@@ -228,3 +228,141 @@ class ScriptedApi:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+
+@dataclass
+class TriggerSource:
+    """A webhook-trigger source like the Logic Apps sample controller: ``/subscribe`` stores the
+    callback URL sent as a JSON string, ``/unsubscribe`` removes it, and :meth:`fire` POSTs an
+    event to every stored URL. ``subscribe_status`` makes subscribe fail on purpose."""
+
+    subscribe_status: int = 200
+    urls: list[str] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def calls(self, path: str) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def fire(self, event: Any, headers: dict[str, str] | None = None) -> list[Response]:
+        with self._lock:
+            urls = list(self.urls)
+        return [requests.post(url, json=event, headers=headers, timeout=30) for url in urls]
+
+    def start(self) -> TriggerSource:
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode() if length else ""
+                try:  # the URL as a JSON string, or as plain text
+                    body: Any = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                status = 200
+                with source._lock:
+                    source.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+                    if self.path == "/subscribe":
+                        status = source.subscribe_status
+                        if status < 400 and isinstance(body, str):
+                            source.urls.append(body)
+                    elif self.path == "/unsubscribe" and body in source.urls:
+                        source.urls.remove(body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="trigger-source", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+@dataclass
+class PollingSource:
+    """A polling-trigger source like the Logic Apps PollTriggerController: without a
+    ``triggerState`` it answers 202 with a Location carrying one; with a cursor before the end
+    it answers 200 with one item, the next cursor, and ``retry-after: 0`` while more wait."""
+
+    items: list[Any] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> PollingSource:
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                with source._lock:
+                    source.requests.append(self.path)
+                    items = list(source.items)
+                _, _, query = self.path.partition("?")
+                state = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("triggerState")
+                payload = b""
+                if state is None:
+                    status, cursor, retry = 202, 0, "1"
+                elif int(state) < len(items):
+                    status, cursor = 200, int(state) + 1
+                    retry = "0" if cursor < len(items) else "1"
+                    payload = json.dumps(items[int(state)]).encode()
+                else:
+                    status, cursor, retry = 202, int(state), "1"
+                self.send_response(status)
+                self.send_header("Location", f"/poll?triggerState={cursor}")
+                self.send_header("Retry-After", retry)
+                if payload:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="polling-source", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

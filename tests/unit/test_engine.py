@@ -1,7 +1,7 @@
 """The engine against ``MemoryStore`` and ``FakeSender``: runs, waits, callbacks, failures, cost.
 
 Every test drives the engine the way the HTTP functions do: a workflow is saved with
-``put_workflow``, a run is started from an ``InboundRequest``, and a target calls back by
+``Workflows.put``, a run is started from an ``InboundRequest``, and a target calls back by
 POSTing to the URL it was given in ``subscribe`` (taken apart as the Functions route would).
 """
 
@@ -19,7 +19,7 @@ from shared.models import ActionStatus, RunRecord, RunStatus
 from shared.outbound import OutboundError, OutboundRequest, OutboundResponse
 from shared.signing import CallbackSigner, new_nonce
 from shared.store import LoadedRun, MemoryStore
-from shared.workflows import put_workflow
+from shared.triggers import Workflows
 from tests.unit.builders import (
     SUBSCRIBE_URI,
     TARGET,
@@ -55,7 +55,7 @@ class Harness:
     engine: Engine
 
     def save(self, actions: dict[str, Any], name: str = "wf") -> None:
-        put_workflow(self.store, name, put_body(definition(actions)), self.clock())
+        Workflows(self.engine).put(name, put_body(definition(actions)))
 
     def start(
         self,
