@@ -154,7 +154,7 @@ class Workflows:
             if not enabled:
                 self._stop_trigger(stored)
             definition = stored.parsed()
-            trigger = self._fresh_state(definition, wanted, _state(stored), base_url)
+            trigger = self._fresh_state(definition, wanted, _state(stored), base_url, keep_cursor=True)
             doc = {**stored.doc, "state": wanted, "changedTime": self.engine.clock().isoformat()}
             doc["trigger"] = trigger.model_dump(mode="json")
             try:
@@ -243,7 +243,11 @@ class Workflows:
             # The claimed item stays the trigger's alarm while we work; the write that sets
             # the next time moves it (and a crash brings it back when the claim runs out).
             try:
-                if stored.state != WorkflowState.ENABLED.value or state.status not in ("Failed", "Polling"):
+                if stored.state != WorkflowState.ENABLED.value or state.status not in (
+                    "Failed",
+                    "Polling",
+                    "Subscribing",
+                ):
                     self._save_state(stored, state.model_copy(update={"next_time": None}))
                 elif state.type == "HttpWebhook":
                     self._start_trigger(stored)
@@ -255,16 +259,23 @@ class Workflows:
         return False
 
     def _poll(self, stored: StoredWorkflow, state: TriggerState) -> None:
+        """Poll until nothing is waiting (or the bound), then store the cursor once.
+
+        ``poll_seq`` counts the items taken from the stored cursor on. The run for an item is
+        started with ``poll-<nonce>-<seq>``, and ``seq`` only moves in the write that moves the
+        cursor, so a crash in between replays the same polls with the same keys: each item's
+        run is found, not started again.
+        """
         definition = stored.parsed()
         spec = definition.triggers[state.name]
         assert isinstance(spec, HttpTrigger)
+        trigger_request = InboundRequest(
+            "POST", f"{state.base_url}/api/workflows/{stored.name}/triggers/{state.name}", {}, b""
+        )
         for _ in range(MAX_POLLS_PER_WAKE):
             now = self.engine.clock()
             if state.next_time is not None and state.next_time > now:
                 break
-            seq = state.poll_seq + 1
-            state.poll_seq = seq
-            stored = self._save_state(stored, state)  # the sequence number before the poll
             request = self._build(spec, stored.name, state, now)
             if isinstance(request, ErrorInfo):
                 state.last_error, state.next_time = request, now + spec.recurrence.period
@@ -284,11 +295,12 @@ class Workflows:
                 }
                 self.engine.start_run(
                     stored.name,
-                    InboundRequest("POST", request.url, {}, b""),
-                    idempotency_key=f"poll-{state.nonce}-{seq}",
+                    trigger_request,
+                    idempotency_key=f"poll-{state.nonce}-{state.poll_seq}",
                     stored=stored,
                     outputs=outputs,
                 )
+                state.poll_seq += 1
                 state.last_error = None
             elif response.status_code != 202:
                 state.last_error = http_action.outcome_error(response)
@@ -304,7 +316,13 @@ class Workflows:
     # ------------------------------------------------------------------ internals
 
     def _fresh_state(
-        self, definition: WorkflowDefinition, workflow_state: str, old: TriggerState | None, base_url: str
+        self,
+        definition: WorkflowDefinition,
+        workflow_state: str,
+        old: TriggerState | None,
+        base_url: str,
+        *,
+        keep_cursor: bool = False,
     ) -> TriggerState:
         name = definition.trigger_name
         base = self.engine.public_base_url or base_url or (old.base_url if old else "") or "http://localhost:7071"
@@ -328,6 +346,8 @@ class Workflows:
                 status="Subscribing" if enabled else "Disabled",
                 nonce=new_nonce(),
                 base_url=base,
+                # Should the process die inside subscribe, the sweep subscribes again then.
+                next_time=now + self.engine.lease if enabled else None,
             )
         return TriggerState(
             name=name,
@@ -339,26 +359,28 @@ class Workflows:
         )
 
     def _write(
-        self, current: StoredWorkflow | None, name: str, doc: dict[str, Any], state: TriggerState
+        self, current: StoredWorkflow | None, name: str, doc: dict[str, Any], state: TriggerState, *, rearm: bool = True
     ) -> StoredWorkflow:
         """Create or replace, arming the trigger's alarm first when it needs the clock."""
-        self._arm(name, state)
+        if rearm:
+            self._arm(name, state)
         doc["trigger"] = state.model_dump(mode="json")
         if current is None:
             return self.store.create_workflow(name, doc)
         return self.store.replace_workflow(current, doc)
 
-    def _save_state(self, stored: StoredWorkflow, state: TriggerState) -> StoredWorkflow:
-        old_alarm = _state(stored).alarm_at if _state(stored) else None  # type: ignore[union-attr]
+    def _save_state(self, stored: StoredWorkflow, state: TriggerState, *, rearm: bool = True) -> StoredWorkflow:
+        previous = _state(stored)
+        old_alarm = previous.alarm_at if previous else None
         doc = {**stored.doc}
-        updated = self._write(stored, stored.name, doc, state)
+        updated = self._write(stored, stored.name, doc, state, rearm=rearm)
         if old_alarm is not None and old_alarm != state.alarm_at:
             self.engine._drop_alarm(ALARM_PREFIX + stored.name, old_alarm)
         return updated
 
     def _arm(self, name: str, state: TriggerState) -> None:
-        needed = state.next_time if state.status in ("Polling", "Failed") else None
-        if needed is not None and state.alarm_at is None:
+        needed = state.next_time if state.status in ("Polling", "Failed", "Subscribing") else None
+        if needed is not None:
             needed = max(needed, self.engine.clock())  # due in the past is due now
         if needed is not None and needed != state.alarm_at:
             self.store.add_due(ALARM_PREFIX + name, needed)

@@ -96,11 +96,11 @@ def iso_z(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-
 def _kind(table: str) -> str:
     """Which of the store's tables a name is: the due index is one table per day."""
     name = table.removeprefix("hookflow")
     return "due" if name.startswith("due") else name
+
 
 class StorageDown(RuntimeError):
     """A storage write that fails (the process may die right after it)."""
