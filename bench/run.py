@@ -40,20 +40,9 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 
 from bench import sweep
+from bench.common import TransactionCounter
 from scripts.azurite import Azurite
 from shared.outbound import new_session
-
-
-class TransactionCounter:
-    """Counts every request the table client sends (its ``raw_request_hook``, run per retry)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, request: object) -> None:
-        with self._lock:
-            self.count += 1
 
 
 class Target:

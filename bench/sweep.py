@@ -29,6 +29,7 @@ from typing import Any
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 
+from bench.common import TransactionCounter
 from scripts.azurite import Azurite
 from shared.engine import Engine, InboundRequest
 from shared.outbound import RequestsSender, new_session
@@ -45,16 +46,6 @@ class ManualClock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, request: object) -> None:
-        with self._lock:
-            self.count += 1
 
 
 def _target() -> ThreadingHTTPServer:
@@ -108,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     per_item: list[float] = []
     try:
         with Azurite.for_tests() as azurite:
-            counter = Counter()
+            counter = TransactionCounter()
             service = TableServiceClient.from_connection_string(
                 azurite.connection_string,
                 raw_request_hook=counter,

@@ -15,6 +15,8 @@ import pytest
 import requests
 
 from tests.conftest import DevHostProcess
+from tests.support.client import get_run as _run
+from tests.support.client import sweep_until as _sweep_until
 from tests.support.target import NO_RETRY, Answer, ScriptedApi, WebhookTarget, webhook_definition
 
 pytestmark = pytest.mark.e2e
@@ -32,22 +34,6 @@ def _start(devhost: DevHostProcess, name: str, body: Any = None) -> dict[str, An
     assert answer.status_code == 202, answer.text
     run: dict[str, Any] = answer.json()
     return run
-
-
-def _run(devhost: DevHostProcess, run_id: str) -> dict[str, Any]:
-    run: dict[str, Any] = requests.get(f"{devhost.api}/runs/{run_id}", timeout=30).json()
-    return run
-
-
-def _sweep_until(devhost: DevHostProcess, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Fire the sweep until ``condition`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        devhost.fire()
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("the expected change did not happen in time")
 
 
 def _ended(devhost: DevHostProcess, run_id: str) -> Callable[[], bool]:

@@ -9,8 +9,6 @@ to every stored URL; a polling source that hands out a ``triggerState`` cursor i
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +16,9 @@ import requests
 
 from shared.receivers import sign_github
 from tests.conftest import GITHUB_SECRET, GITHUB_SECRET_SETTING, DevHostProcess
+from tests.support.client import get_run as _run
+from tests.support.client import list_runs as _runs
+from tests.support.client import sweep_until as _sweep_until
 from tests.support.target import PollingSource, TriggerSource, WebhookTarget
 
 pytestmark = pytest.mark.e2e
@@ -34,26 +35,6 @@ def _put(devhost: DevHostProcess, name: str, body: dict[str, Any]) -> requests.R
 def _workflow(devhost: DevHostProcess, name: str) -> dict[str, Any]:
     shown: dict[str, Any] = requests.get(f"{devhost.api}/workflows/{name}", timeout=30).json()
     return shown
-
-
-def _runs(devhost: DevHostProcess, name: str) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = requests.get(f"{devhost.api}/workflows/{name}/runs", timeout=30).json()["value"]
-    return runs
-
-
-def _run(devhost: DevHostProcess, run_id: str) -> dict[str, Any]:
-    run: dict[str, Any] = requests.get(f"{devhost.api}/runs/{run_id}", timeout=30).json()
-    return run
-
-
-def _sweep_until(devhost: DevHostProcess, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        devhost.fire()
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("the expected change did not happen in time")
 
 
 def _webhook_trigger(source: TriggerSource, *, version: int = 1) -> dict[str, Any]:

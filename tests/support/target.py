@@ -30,14 +30,9 @@ class Recorded:
 
 
 @dataclass
-class WebhookTarget:
-    mode: Literal["later", "inside"] = "later"
-    subscribe_status: int = 200
-    unsubscribe_status: int = 200
-    inside_body: dict[str, Any] = field(default_factory=lambda: {"approved": True})
-    requests: list[Recorded] = field(default_factory=list)
-    callback_urls: list[str] = field(default_factory=list)
-    inside_answers: list[int] = field(default_factory=list)
+class _Loopback:
+    """A threaded HTTP server on 127.0.0.1 (a free port), started and stopped by its test."""
+
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -46,6 +41,32 @@ class WebhookTarget:
     def base_url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_port}"
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+@dataclass
+class WebhookTarget(_Loopback):
+    mode: Literal["later", "inside"] = "later"
+    subscribe_status: int = 200
+    unsubscribe_status: int = 200
+    inside_body: dict[str, Any] = field(default_factory=lambda: {"approved": True})
+    requests: list[Recorded] = field(default_factory=list)
+    callback_urls: list[str] = field(default_factory=list)
+    inside_answers: list[int] = field(default_factory=list)
 
     def calls(self, path: str) -> list[Recorded]:
         with self._lock:
@@ -89,20 +110,8 @@ class WebhookTarget:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-target", daemon=True)
-        self._thread.start()
+        self._serve(Handler, "webhook-target")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
 
 NO_RETRY: dict[str, Any] = {"type": "none"}
@@ -165,20 +174,12 @@ class Answer:
 
 
 @dataclass
-class ScriptedApi:
+class ScriptedApi(_Loopback):
     """A loopback API that answers each path from a script, in order (the last answer repeats)."""
 
     script: dict[str, list[Answer]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
     _served: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     def calls(self, path: str) -> list[Recorded]:
         with self._lock:
@@ -214,24 +215,12 @@ class ScriptedApi:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-api", daemon=True)
-        self._thread.start()
+        self._serve(Handler, "scripted-api")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
 
 @dataclass
-class TriggerSource:
+class TriggerSource(_Loopback):
     """A webhook-trigger source like the Logic Apps sample controller: ``/subscribe`` stores the
     callback URL sent as a JSON string, ``/unsubscribe`` removes it, and :meth:`fire` POSTs an
     event to every stored URL. ``subscribe_status`` makes subscribe fail on purpose."""
@@ -239,14 +228,6 @@ class TriggerSource:
     subscribe_status: int = 200
     urls: list[str] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     def calls(self, path: str) -> list[Recorded]:
         with self._lock:
@@ -286,38 +267,18 @@ class TriggerSource:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="trigger-source", daemon=True)
-        self._thread.start()
+        self._serve(Handler, "trigger-source")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
 
 @dataclass
-class PollingSource:
+class PollingSource(_Loopback):
     """A polling-trigger source like the Logic Apps PollTriggerController: without a
     ``triggerState`` it answers 202 with a Location carrying one; with a cursor before the end
     it answers 200 with one item, the next cursor, and ``retry-after: 0`` while more wait."""
 
     items: list[Any] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     def start(self) -> PollingSource:
         source = self
@@ -352,17 +313,5 @@ class PollingSource:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="polling-source", daemon=True)
-        self._thread.start()
+        self._serve(Handler, "polling-source")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
