@@ -227,7 +227,8 @@ class HttpWebhookAction(_ActionBase):
         return parse_duration(self.limit.heartbeat) if self.limit and self.limit.heartbeat else None
 
 
-WAIT_UNITS = {
+# The units of Wait actions and trigger recurrences. A month is 30 days, as in durations.
+TIME_UNITS = {
     "Second": timedelta(seconds=1),
     "Minute": timedelta(minutes=1),
     "Hour": timedelta(hours=1),
@@ -237,6 +238,13 @@ WAIT_UNITS = {
 }
 
 
+def _time_unit(value: Any, what: str) -> Any:
+    canonical = _canonical(value, tuple(TIME_UNITS))
+    if canonical not in TIME_UNITS:
+        raise ValueError(f"{what} must be one of {', '.join(TIME_UNITS)}")
+    return canonical
+
+
 class WaitInterval(_Strict):
     count: int = Field(ge=0)
     unit: str
@@ -244,10 +252,7 @@ class WaitInterval(_Strict):
     @field_validator("unit", mode="before")
     @classmethod
     def _canonical_unit(cls, value: Any) -> Any:
-        canonical = _canonical(value, tuple(WAIT_UNITS))
-        if canonical not in WAIT_UNITS:
-            raise ValueError(f"unit must be one of {', '.join(WAIT_UNITS)}")
-        return canonical
+        return _time_unit(value, "unit")
 
 
 class WaitUntil(_Strict):
@@ -277,7 +282,7 @@ class WaitInputs(_Strict):
 
     def due(self, start: datetime) -> datetime:
         if self.interval is not None:
-            return start + self.interval.count * WAIT_UNITS[self.interval.unit]
+            return start + self.interval.count * TIME_UNITS[self.interval.unit]
         assert self.until is not None
         return datetime.fromisoformat(self.until.timestamp.replace("Z", "+00:00")).astimezone(UTC)
 
@@ -335,16 +340,6 @@ class HttpWebhookTrigger(_TriggerBase):
     inputs: WebhookInputs
 
 
-RECURRENCE_UNITS = {
-    "Second": timedelta(seconds=1),
-    "Minute": timedelta(minutes=1),
-    "Hour": timedelta(hours=1),
-    "Day": timedelta(days=1),
-    "Week": timedelta(weeks=1),
-    "Month": timedelta(days=30),
-}
-
-
 class Recurrence(_Strict):
     frequency: str
     interval: int = Field(default=1, ge=1)
@@ -352,14 +347,11 @@ class Recurrence(_Strict):
     @field_validator("frequency", mode="before")
     @classmethod
     def _canonical_frequency(cls, value: Any) -> Any:
-        canonical = _canonical(value, tuple(RECURRENCE_UNITS))
-        if canonical not in RECURRENCE_UNITS:
-            raise ValueError(f"frequency must be one of {', '.join(RECURRENCE_UNITS)}")
-        return canonical
+        return _time_unit(value, "frequency")
 
     @property
     def period(self) -> timedelta:
-        return self.interval * RECURRENCE_UNITS[self.frequency]
+        return self.interval * TIME_UNITS[self.frequency]
 
 
 class HttpTrigger(_TriggerBase):
