@@ -88,6 +88,8 @@ _MAX_CONFLICT_RETRIES = 20
 # Logic Apps polls a 202's Location every 20 seconds when the answer names no Retry-After.
 DEFAULT_POLL_INTERVAL = timedelta(seconds=20)
 HEARTBEAT_HEADER = "x-hookflow-heartbeat"
+# How soon the sweep looks again at an item whose run was busy.
+BUSY_RECHECK = timedelta(seconds=15)
 OUTCOME_HEADER = "x-hookflow-outcome"
 
 
@@ -281,16 +283,18 @@ class Engine:
     def _take_slot(self, workflow: str, run_id: str, limit: int) -> None:
         """Hold one of the workflow's ``limit`` run slots, or answer 429.
 
-        Slots name their runs, so a slot whose run ended without giving it back (a crash
-        between the run's last write and the release) is found and freed here.
+        Slots name their runs and when they were taken, so a slot whose run ended without
+        giving it back (a crash between the run's last write and the release), or whose run
+        was never stored, is found and freed here; a slot younger than a lease may belong to
+        a start still in progress and is left alone.
         """
         for _ in range(_MAX_CONFLICT_RETRIES):
             runs, etag = self.store.active_runs(workflow)
             if run_id in runs:
                 return
+            now = self.clock()
             if len(runs) >= limit:
-                # Free the slots of runs that are over or were never stored.
-                runs = [r for r in runs if (held := self.store.load_run(r)) is not None and not held.run.status.ended]
+                runs = {r: taken for r, taken in runs.items() if self._slot_alive(r, taken, now)}
                 if len(runs) >= limit:
                     raise TooManyRequests(
                         f"workflow {workflow!r} already has {limit} runs in progress",
@@ -298,11 +302,18 @@ class Engine:
                         headers={"Retry-After": "5"},
                     )
             try:
-                self.store.set_active_runs(workflow, [*runs, run_id], etag)
+                self.store.set_active_runs(workflow, {**runs, run_id: to_iso(now)}, etag)
             except ConcurrencyConflict:
                 continue
             return
         raise ConcurrencyConflict(f"the run slots of {workflow!r} kept changing")
+
+    def _slot_alive(self, run_id: str, taken: str, now: datetime) -> bool:
+        held = self.store.load_run(run_id)
+        if held is not None:
+            return not held.run.status.ended
+        taken_at = datetime.fromisoformat(taken.replace("Z", "+00:00"))
+        return now - taken_at < self.lease  # not stored yet: a start may still be on its way
 
     def _give_slot(self, run: RunRecord) -> None:
         """Give back a run's slot when it ends (best effort: a slot left over is freed later)."""
@@ -311,7 +322,7 @@ class Engine:
                 runs, etag = self.store.active_runs(run.workflow)
                 if run.id not in runs:
                     return
-                self.store.set_active_runs(run.workflow, [r for r in runs if r != run.id], etag)
+                self.store.set_active_runs(run.workflow, {r: t for r, t in runs.items() if r != run.id}, etag)
                 return
             except ConcurrencyConflict:
                 continue
@@ -363,8 +374,9 @@ class Engine:
         """
         target = self.signer.verify_action(run_id, action, query)
         self.check_body_size(request.body)
-        received = request.outputs()
+        received: dict[str, Any] | None = None
         verified_signature = False
+        ours: datetime | None = None  # the callback_at of our own write, once it has landed
         heartbeat = (request.header(HEARTBEAT_HEADER) or "").strip().lower() == "true"
         failed = (request.header(OUTCOME_HEADER) or "").strip().lower() == "failed"
         for _ in range(_MAX_CONFLICT_RETRIES):
@@ -377,15 +389,22 @@ class Engine:
             if record is None or wait is None or wait.nonce != target.nonce:
                 raise Gone("this callback URL belongs to a wait that is over", code="WaitGone")
             if wait.callback_at is not None:
+                if ours is not None and wait.callback_at == ours:
+                    return loaded.run  # ours landed; what failed after it was someone else's turn
                 raise Conflict("an earlier callback already resumed this wait", code="AlreadyResumed")
+            now = self.clock()
             if record.status != ActionStatus.WAITING or run.status.ended:
                 raise Gone(f"the wait ended with status {record.status.value}", code="WaitGone")
-            now = self.clock()
+            if record.deadline is not None and record.deadline <= now:
+                # Timed out already; the sweep has not got to it yet, but the answer is the same.
+                raise Gone("the wait timed out", code="WaitGone")
             definition_action = loaded.definition.actions[action]
             signature = definition_action.signature if isinstance(definition_action, HttpWebhookAction) else None
             if signature is not None and not verified_signature:
                 build_receiver(signature, self.env).verify(request.headers, request.body, now)
                 verified_signature = True
+            if received is None:
+                received = request.outputs()  # after the signature: a forged body gets 401, not 400
             owner = self._owner()
             try:
                 if heartbeat:
@@ -394,7 +413,7 @@ class Engine:
                     if beat is not None and record.deadline is not None:
                         record.deadline = max(record.deadline, now + beat)
                     return self._persist(loaded, run).run
-                wait.callback_at = now
+                wait.callback_at = ours = now
                 record.outputs = {"statusCode": 200, **received}
                 record.end_time = now
                 record.step = record.next_at = None
@@ -461,6 +480,8 @@ class Engine:
                 report.done += 1
             else:
                 report.busy += 1
+                # Someone is at work on it: look again soon rather than after a whole lease.
+                self.store.claim_due(claimed, now + BUSY_RECHECK)
         report.seconds = time.monotonic() - started
         return report
 
@@ -477,10 +498,14 @@ class Engine:
         for _ in range(_MAX_CONFLICT_RETRIES):
             loaded = self.store.load_run(item.run_id)
             run = loaded.run.model_copy(deep=True) if loaded is not None else None
+            now = self.clock()
             if loaded is None or run is None or run.alarm_at is None or due_keys(run.id, run.alarm_at) != item.keys:
+                if now - item.due_at < self.lease:
+                    # Alarms are written before the state that points at them: this one may
+                    # belong to a write still on its way. Look again later.
+                    return False
                 self._drop_alarm(item.run_id, item.due_at)  # an orphan: no run, or not its alarm any more
                 return True
-            now = self.clock()
             owner = self._owner()
             if not run.lease_free(now, owner):
                 return False  # someone is at work on it; the claim runs out and we look again

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -108,8 +109,6 @@ class Workflows:
         for _ in range(5):
             now = self.engine.clock()
             current = self.store.get_workflow(name)
-            if current is not None:
-                self._stop_trigger(current)
             old_trigger = _state(current)
             trigger = self._fresh_state(definition, put.state.value, old_trigger, base_url)
             doc = {
@@ -124,6 +123,10 @@ class Workflows:
                 stored = self._write(current, name, doc, trigger)
             except (AlreadyExists, ConcurrencyConflict):
                 continue
+            # The replaced trigger is let go only once the replacement is stored: a write that
+            # fails leaves the old subscription in place and in the record.
+            if current is not None:
+                self._retire(current, trigger)
             return self._start_trigger(stored), current is None
         raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being saved")
 
@@ -135,14 +138,21 @@ class Workflows:
         return stored
 
     def delete(self, name: str) -> None:
-        """Unsubscribe a webhook trigger, then delete. Runs already started go on."""
-        stored = self.get(name)
-        self._stop_trigger(stored)
-        state = _state(stored)
-        if not self.store.delete_workflow(name):
-            raise NotFound(f"workflow {name!r} does not exist", code="WorkflowNotFound")
-        if state is not None and state.alarm_at is not None:
-            self.engine._drop_alarm(ALARM_PREFIX + name, state.alarm_at)
+        """Delete (conditional on the version read), then unsubscribe a webhook trigger.
+
+        Runs already started go on.
+        """
+        for _ in range(5):
+            stored = self.get(name)
+            try:
+                deleted = self.store.delete_workflow(name, etag=stored.etag)
+            except ConcurrencyConflict:
+                continue  # changed meanwhile (a PUT, an enable): decide on the new version
+            if not deleted:
+                raise NotFound(f"workflow {name!r} does not exist", code="WorkflowNotFound")
+            self._retire(stored, None)
+            return
+        raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being deleted")
 
     def set_state(self, name: str, enabled: bool, base_url: str = "") -> StoredWorkflow:
         """Enable (subscribe / start polling) or disable (unsubscribe / stop polling)."""
@@ -151,8 +161,6 @@ class Workflows:
             stored = self.get(name)
             if stored.state == wanted:
                 return stored
-            if not enabled:
-                self._stop_trigger(stored)
             definition = stored.parsed()
             trigger = self._fresh_state(definition, wanted, _state(stored), base_url, keep_cursor=True)
             doc = {**stored.doc, "state": wanted, "changedTime": self.engine.clock().isoformat()}
@@ -161,6 +169,8 @@ class Workflows:
                 updated = self._write(stored, name, doc, trigger)
             except ConcurrencyConflict:
                 continue
+            if not enabled:
+                self._retire(stored, trigger)
             return self._start_trigger(updated)
         raise ConcurrencyConflict(f"workflow {name!r} kept changing")
 
@@ -272,10 +282,13 @@ class Workflows:
         trigger_request = InboundRequest(
             "POST", f"{state.base_url}/api/workflows/{stored.name}/triggers/{state.name}", {}, b""
         )
+        started = time.monotonic()
         for _ in range(MAX_POLLS_PER_WAKE):
             now = self.engine.clock()
             if state.next_time is not None and state.next_time > now:
                 break
+            if time.monotonic() - started > self.engine.inline_budget.total_seconds():
+                break  # the rest waits for the next tick, well inside this wake's claim
             request = self._build(spec, stored.name, state, now)
             if isinstance(request, ErrorInfo):
                 state.last_error, state.next_time = request, now + spec.recurrence.period
@@ -349,11 +362,16 @@ class Workflows:
                 # Should the process die inside subscribe, the sweep subscribes again then.
                 next_time=now + self.engine.lease if enabled else None,
             )
+        keep = keep_cursor and old is not None and old.type == "Http" and old.name == name
         return TriggerState(
             name=name,
             type="Http",
             status="Polling" if enabled else "Disabled",
-            nonce=new_nonce(),
+            # Re-enabled, a polling trigger carries on from its cursor, as in Logic Apps; a
+            # replaced definition starts afresh.
+            nonce=old.nonce if keep and old is not None else new_nonce(),
+            poll_url=old.poll_url if keep and old is not None else None,
+            poll_seq=old.poll_seq if keep and old is not None else 0,
             next_time=now if enabled else None,
             base_url=base,
         )
@@ -427,12 +445,18 @@ class Workflows:
                 self._unsubscribe(stored, state)
             raise
 
-    def _stop_trigger(self, stored: StoredWorkflow) -> None:
-        """Unsubscribe a subscribed webhook trigger (same URL it subscribed with)."""
-        state = _state(stored)
-        if state is None or state.type != "HttpWebhook" or state.status != "Subscribed":
+    def _retire(self, old: StoredWorkflow, replacement: TriggerState | None) -> None:
+        """Let go of a trigger whose replacement (or deletion) is stored: unsubscribe a webhook
+        trigger that is, or may be, subscribed, and drop an alarm the replacement does not use."""
+        state = _state(old)
+        if state is None:
             return
-        self._unsubscribe(stored, state)
+        # "Subscribing": a subscribe whose outcome is unknown; unsubscribing one that never
+        # took is harmless to a target, leaving one behind is not.
+        if state.type == "HttpWebhook" and state.status in ("Subscribed", "Subscribing"):
+            self._unsubscribe(old, state)
+        if state.alarm_at is not None and (replacement is None or replacement.alarm_at != state.alarm_at):
+            self.engine._drop_alarm(ALARM_PREFIX + old.name, state.alarm_at)
 
     def _unsubscribe(self, stored: StoredWorkflow, state: TriggerState) -> None:
         spec = stored.parsed().triggers[state.name]

@@ -32,7 +32,20 @@ SENSITIVE_HEADERS = frozenset(
 )
 REDACTED = "***"
 # Headers a front end adds that repeat the request URL, query string (and function key) included.
-URL_HEADERS = frozenset({"x-original-url", "x-waws-unencoded-url", "x-ms-original-url", "referer"})
+URL_HEADERS = frozenset(
+    {
+        "x-original-url",
+        "x-waws-unencoded-url",
+        "x-ms-original-url",
+        "referer",
+        # Status URLs of asynchronous APIs carry keys (Durable Functions puts its system key
+        # in the query string): shown without them; the run keeps the one it must poll.
+        "location",
+        "content-location",
+        "azure-asyncoperation",
+        "operation-location",
+    }
+)
 # Query parameters whose values are credentials wherever they appear.
 SENSITIVE_PARAMS = frozenset(
     {"code", "sig", "signature", "key", "api-key", "apikey", "token", "access_token", "secret"}

@@ -228,8 +228,11 @@ class Store(ABC):
                 continue
         raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being saved")
 
-    def delete_workflow(self, name: str) -> bool:
-        """Delete a workflow's rows; ``False`` when there was none."""
+    def delete_workflow(self, name: str, etag: str | None = None) -> bool:
+        """Delete a workflow's rows; ``False`` when there was none.
+
+        With ``etag``, only the version read: :class:`ConcurrencyConflict` when it changed.
+        """
         self._ready()
         table = self.table(WORKFLOWS)
         for _ in range(5):
@@ -237,25 +240,30 @@ class Store(ABC):
             head = _head(rows, "wf")
             if head is None:
                 return False
+            if etag is not None and head.etag != etag:
+                raise ConcurrencyConflict(f"workflow {name!r} changed")
             try:
                 self._submit(table, name, [Op("delete", r, etag=r.etag if r is head else None) for r in rows])
             except ConcurrencyConflict:
+                if etag is not None:
+                    raise
                 continue
             return True
         raise ConcurrencyConflict(f"workflow {name!r} kept changing while it was being deleted")
 
     # ------------------------------------------------------------------ run slots
 
-    def active_runs(self, workflow: str) -> tuple[list[str], str | None]:
-        """The runs holding a concurrency slot of ``workflow``, and the row's ETag."""
+    def active_runs(self, workflow: str) -> tuple[dict[str, str], str | None]:
+        """The runs holding a concurrency slot of ``workflow`` (run id -> when it took the
+        slot, ISO 8601), and the row's ETag."""
         self._ready()
         row = self._read_row(self.table(WORKFLOWS), workflow, "slots")
         if row is None:
-            return [], None
-        runs = json.loads(str(row.props.get("Runs") or "[]"))
-        return [str(r) for r in runs], row.etag
+            return {}, None
+        runs = json.loads(str(row.props.get("Runs") or "{}"))
+        return {str(k): str(v) for k, v in runs.items()}, row.etag
 
-    def set_active_runs(self, workflow: str, runs: list[str], etag: str | None) -> None:
+    def set_active_runs(self, workflow: str, runs: dict[str, str], etag: str | None) -> None:
         """Write the slot holders if nobody changed them since ``etag`` (``None``: the row is new)."""
         self._ready()
         row = Row(workflow, "slots", {"Runs": json.dumps(runs)})
@@ -411,8 +419,9 @@ class Store(ABC):
             self._due_tables.add(table)
         pk, rk = due_keys(run_id, due_at)
         # The same run at the same microsecond already there: that one item serves both.
+        props = {"RunId": run_id, "DueAt": iso(due_at), "ClaimedUntil": ""}
         with contextlib.suppress(AlreadyExists):
-            self._submit(table, pk, [Op("create", Row(pk, rk, {"RunId": run_id, "DueAt": iso(due_at)}))])
+            self._submit(table, pk, [Op("create", Row(pk, rk, props))])
 
     def delete_due(self, run_id: str, due_at: datetime) -> None:
         """Remove an item if it is there (an item already gone is not an error)."""
@@ -428,7 +437,7 @@ class Store(ABC):
         """
         self._ready()
         last = self.due_table(now)
-        tables = sorted(t for t in self._list_tables(self.table(DUE)) if t <= last)
+        tables = sorted(t for t in self._list_tables(self.table(DUE), last) if t <= last)
         # "~" sorts after every shard digit and every run id: the bounds take in all of "now".
         pk_max, rk_max = due_keys("0", now)
         pk_bound = pk_max.rsplit("-", 1)[0] + "-~"
@@ -438,9 +447,11 @@ class Store(ABC):
         for table in tables:
             if len(items) >= limit:
                 break
-            rows = self._range(table, pk_max=pk_bound, rk_max=rk_bound, top=limit - len(items))
+            # Items under a live claim are left out, so that a sweep that died holding many
+            # claims does not fill every later batch with items nobody may touch.
+            rows = self._range(table, pk_max=pk_bound, rk_max=rk_bound, claimed_before=iso(now), top=limit - len(items))
             items += [_due_item(r) for r in rows]
-            if not rows and table < yesterday:
+            if not rows and table < yesterday and not self._range(table, pk_max="~", rk_max="~", top=1):
                 # Every item of a past day is due, so an empty answer means an empty table.
                 self._drop_table(table)
                 self._due_tables.discard(table)
@@ -492,16 +503,17 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def _list_tables(self, prefix: str) -> list[str]:
-        """Names of the tables that start with ``prefix``."""
+    def _list_tables(self, prefix: str, last: str) -> list[str]:
+        """Names of the tables that start with ``prefix``, up to ``last``."""
 
     @abstractmethod
     def _drop_table(self, name: str) -> None:
         """Delete a table (gone already is fine)."""
 
     @abstractmethod
-    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int) -> list[Row]:
-        """Rows with PartitionKey <= ``pk_max`` and RowKey <= ``rk_max``, in key order, at most ``top``."""
+    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int, claimed_before: str | None = None) -> list[Row]:
+        """Rows with PartitionKey <= ``pk_max`` and RowKey <= ``rk_max`` (and, when given,
+        ``ClaimedUntil`` < ``claimed_before``), in key order, at most ``top``."""
 
     @abstractmethod
     def _scan(

@@ -30,10 +30,10 @@ class MemoryStore(Store):
             for name in names:
                 self._tables.setdefault(name, {})
 
-    def _list_tables(self, prefix: str) -> list[str]:
+    def _list_tables(self, prefix: str, last: str) -> list[str]:
         with self._lock:
             self.transactions += 1
-            return sorted(name for name in self._tables if name.startswith(prefix))
+            return sorted(name for name in self._tables if name.startswith(prefix) and name <= last)
 
     def _drop_table(self, name: str) -> None:
         with self._lock:
@@ -87,11 +87,17 @@ class MemoryStore(Store):
                 etags[op.row.row_key] = etag
             return etags
 
-    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int) -> list[Row]:
+    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int, claimed_before: str | None = None) -> list[Row]:
         with self._lock:
             self.transactions += 1
             rows = sorted(
-                (r for (pk, rk), r in self._tables[table].items() if pk <= pk_max and rk <= rk_max),
+                (
+                    r
+                    for (pk, rk), r in self._tables[table].items()
+                    if pk <= pk_max
+                    and rk <= rk_max
+                    and (claimed_before is None or str(r.props.get("ClaimedUntil", "")) < claimed_before)
+                ),
                 key=lambda r: (r.partition_key, r.row_key),
             )
             return copy.deepcopy(rows[:top])

@@ -46,10 +46,10 @@ class TableStore(Store):
             for name in names:
                 self._service.create_table_if_not_exists(name)
 
-    def _list_tables(self, prefix: str) -> list[str]:
+    def _list_tables(self, prefix: str, last: str) -> list[str]:
         with _unavailable():
             found = self._service.query_tables(
-                "TableName ge @low and TableName lt @high", parameters={"low": prefix, "high": prefix + "~"}
+                "TableName ge @low and TableName le @high", parameters={"low": prefix, "high": last}
             )
             return sorted(t.name for t in found)
 
@@ -122,19 +122,16 @@ class TableStore(Store):
             raise
         return {op.row.row_key: str(meta.get("etag", ""))}
 
-    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int) -> list[Row]:
+    def _range(self, table: str, *, pk_max: str, rk_max: str, top: int, claimed_before: str | None = None) -> list[Row]:
         # PartitionKey is the leading key, so the service reads only up to pk_max: items due
         # later are never touched, however many there are.
+        query = "PartitionKey le @pk and RowKey le @rk"
+        parameters: dict[str, Any] = {"pk": pk_max, "rk": rk_max}
+        if claimed_before is not None:
+            query += " and ClaimedUntil lt @claimed"
+            parameters["claimed"] = claimed_before
         with _unavailable():
-            pages = (
-                self._client(table)
-                .query_entities(
-                    "PartitionKey le @pk and RowKey le @rk",
-                    parameters={"pk": pk_max, "rk": rk_max},
-                    results_per_page=top,
-                )
-                .by_page()
-            )
+            pages = self._client(table).query_entities(query, parameters=parameters, results_per_page=top).by_page()
             rows: list[Row] = []
             for page in pages:
                 rows.extend(_row(e) for e in page)

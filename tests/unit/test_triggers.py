@@ -1441,9 +1441,9 @@ class TestConcurrencyLimit:
         self.finish(h, first.id)
 
         assert h.run(first.id).status == RunStatus.SUCCEEDED
-        assert h.store.active_runs("wf")[0] == []
+        assert h.store.active_runs("wf")[0] == {}
         second = h.post(url)
-        assert h.store.active_runs("wf")[0] == [second.id]
+        assert list(h.store.active_runs("wf")[0]) == [second.id]
 
     def test_cancelled_run_frees_its_slot(self, h: Harness) -> None:
         """A cancelled run gives its slot back too."""
@@ -1461,16 +1461,27 @@ class TestConcurrencyLimit:
         first = h.post(url)
         self.finish(h, first.id)
         held, etag = h.store.active_runs("wf")
-        h.store.set_active_runs("wf", [*held, first.id], etag)  # the release was lost
+        taken = "2000-01-01T00:00:00Z"  # long ago: whatever holds it is not a start in progress
+        h.store.set_active_runs("wf", {**held, first.id: taken}, etag)  # the release was lost
 
         second = h.post(url)
 
-        assert h.store.active_runs("wf")[0] == [second.id]
+        assert list(h.store.active_runs("wf")[0]) == [second.id]
         self.finish(h, second.id)
         held, etag = h.store.active_runs("wf")
-        h.store.set_active_runs("wf", [*held, "00000000000000000deadbeef0000"], etag)  # a run never stored
+        h.store.set_active_runs("wf", {**held, "00000000000000000deadbeef0000": taken}, etag)  # never stored
         third = h.post(url)
-        assert h.store.active_runs("wf")[0] == [third.id]
+        assert list(h.store.active_runs("wf")[0]) == [third.id]
+
+    def test_slot_of_a_start_in_progress_is_kept(self, h: Harness) -> None:
+        """A slot taken moments ago for a run not stored yet still counts: its start may be on its way."""
+        url = self.saved(h)
+        held, etag = h.store.active_runs("wf")
+        now = h.clock().isoformat()
+        h.store.set_active_runs("wf", {**held, "00000000000000000deadbeef0000": now}, etag)
+
+        with pytest.raises(TooManyRequests):
+            h.post(url)
 
     def test_limit_counts_only_runs_of_its_workflow(self, h: Harness) -> None:
         """Another workflow's runs take none of this workflow's slots."""
