@@ -212,13 +212,17 @@ def watch_run_writes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
         if not run.status.ended and run.alarm_at is None:
             h.violations.append(f"{what} of a {run.status.value} run without an alarm")
 
+    # Checked once the write has landed: a write refused for a stale ETag never stored anything,
+    # and the index does not change while a write is made.
     def create(run: RunRecord, definition_: Any) -> LoadedRun:
+        stored = create_run(run, definition_)
         check(run, "create")
-        return create_run(run, definition_)
+        return stored
 
     def save(loaded: LoadedRun, run: RunRecord) -> LoadedRun:
+        stored = save_run(loaded, run)
         check(run, "save")
-        return save_run(loaded, run)
+        return stored
 
     monkeypatch.setattr(h.store, "create_run", create)
     monkeypatch.setattr(h.store, "save_run", save)
@@ -2097,3 +2101,73 @@ def test_crash_tools_fire_once() -> None:
     crash("hookflowruns", [])
     assert crash.seen == 3
     assert crash.fired == "hookflowruns: "
+
+
+class TestReviewRegressions:
+    """Races an independent review found; each test replays one."""
+
+    def test_a_sweep_between_an_alarm_and_its_run_write_does_not_strand_the_run(self, h: Harness) -> None:
+        """A sweep that runs after a run's alarm is written but before the run is leaves the alarm,
+        and the run still ends when its time comes."""
+        h.save({"P": wait_action(count=5)})
+        sweeps: list[SweepReport] = []
+
+        def sweep_before_the_run_lands(table: str, ops: Sequence[Op]) -> None:
+            if not sweeps and _kind(table) == "runs" and ops[0].kind == "create":
+                h.store.before_submit = None
+                sweeps.append(h.engine.sweep())
+
+        h.store.before_submit = sweep_before_the_run_lands
+        run = h.start()
+
+        assert sweeps
+        assert sweeps[0].done == 0  # the alarm was not taken for an orphan
+        h.past_lease()
+        h.engine.sweep()
+        assert h.stored(run.id).status == RunStatus.SUCCEEDED
+        check_alarms(h)
+
+    def test_the_callback_that_won_answers_200_when_a_cancel_takes_the_run(self, h: Harness) -> None:
+        """A callback whose run is cancelled while it advances still gets the stored run back, not 409."""
+        h.save({"W": webhook_action(), "After": http_action(API, run_after={"W": ["Succeeded"]})})
+        run = h.start()
+        address = h.address()
+
+        def cancel_meanwhile(request: OutboundRequest) -> OutboundResponse:
+            h.engine.cancel_run(run.id)
+            return respond(200)
+
+        h.sender.route(API, cancel_meanwhile)
+
+        answered = h.call_back(address)
+
+        assert answered.status == RunStatus.CANCELLED
+        assert answered.actions["W"].status == ActionStatus.SUCCEEDED
+
+    def test_a_callback_after_the_deadline_is_gone_before_the_sweep_gets_there(self, h: Harness) -> None:
+        """Once a wait's timeout has passed, its callback answers 410 even if no sweep has run yet."""
+        h.save({"W": webhook_action(limit={"timeout": "PT1M"})})
+        run = h.start()
+        address = h.address()
+        before = h.snapshot(run.id)
+        h.at(61)
+
+        with pytest.raises(Gone):
+            h.call_back(address)
+
+        assert h.snapshot(run.id) == before
+
+    def test_claimed_items_do_not_fill_the_batch(self, h: Harness) -> None:
+        """With the head of the queue claimed by a sweep that died, the next item is still done."""
+        h.save({"P": wait_action(count=5)})
+        ids = [h.start().id for _ in range(3)]
+        h.at(6)
+        items = sorted(h.store.due_items(h.clock.now, 10), key=lambda i: i.keys)
+        for item in items[:2]:
+            assert h.store.claim_due(item, h.clock.now + LEASE) is not None
+
+        report = h.engine.sweep(batch=1)
+
+        assert report.done == 1
+        done = [i for i in ids if h.stored(i).status == RunStatus.SUCCEEDED]
+        assert len(done) == 1
