@@ -51,4 +51,6 @@ def format_duration(value: timedelta) -> str:
 
 def iso(value: datetime) -> str:
     """A UTC timestamp as ISO 8601 with a ``Z``: how every time leaves Hookflow."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    # Always six fractional digits: stored timestamps are compared as text, and a missing
+    # fraction would sort ".5" before "Z" the wrong way round.
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -376,7 +376,7 @@ class Engine:
         self.check_body_size(request.body)
         received: dict[str, Any] | None = None
         verified_signature = False
-        ours: datetime | None = None  # the callback_at of our own write, once it has landed
+        ours = secrets.token_hex(8)  # marks our callback in the wait, to know it if our write landed
         heartbeat = (request.header(HEARTBEAT_HEADER) or "").strip().lower() == "true"
         failed = (request.header(OUTCOME_HEADER) or "").strip().lower() == "failed"
         for _ in range(_MAX_CONFLICT_RETRIES):
@@ -389,7 +389,7 @@ class Engine:
             if record is None or wait is None or wait.nonce != target.nonce:
                 raise Gone("this callback URL belongs to a wait that is over", code="WaitGone")
             if wait.callback_at is not None:
-                if ours is not None and wait.callback_at == ours:
+                if wait.callback_id == ours:
                     return loaded.run  # ours landed; what failed after it was someone else's turn
                 raise Conflict("an earlier callback already resumed this wait", code="AlreadyResumed")
             now = self.clock()
@@ -413,7 +413,7 @@ class Engine:
                     if beat is not None and record.deadline is not None:
                         record.deadline = max(record.deadline, now + beat)
                     return self._persist(loaded, run).run
-                wait.callback_at = ours = now
+                wait.callback_at, wait.callback_id = now, ours
                 record.outputs = {"statusCode": 200, **received}
                 record.end_time = now
                 record.step = record.next_at = None
@@ -1022,6 +1022,7 @@ class Engine:
             if their_wait.callback_at is None or my_wait.callback_at is not None:
                 continue
             my_wait.callback_at = their_wait.callback_at
+            my_wait.callback_id = their_wait.callback_id
             my_record.outputs = their_record.outputs
             my_record.end_time = their_record.end_time
             my_record.status = their_record.status

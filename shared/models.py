@@ -691,6 +691,7 @@ class WaitRecord(BaseModel):
     subscribe_status: int | None = None
     subscribe_error: ErrorInfo | None = None
     callback_at: datetime | None = None
+    callback_id: str | None = None  # which callback resumed the wait (told apart from a retry of it)
     heartbeat_at: datetime | None = None
     # "owed" is set by the write that ends a subscribed wait; the unsubscribe call follows
     # that write. At the end of a run a successful call is not written back: the run's alarm

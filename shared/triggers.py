@@ -248,6 +248,10 @@ class Workflows:
                 or state.alarm_at is None
                 or (due_keys(item.run_id, state.alarm_at) != item.keys)
             ):
+                if self.engine.clock() - item.due_at < self.engine.lease:
+                    # Alarms are written before the state that points at them: this one may
+                    # belong to a write still on its way. Look again later.
+                    return False
                 self.engine._drop_alarm(item.run_id, item.due_at)
                 return True
             # The claimed item stays the trigger's alarm while we work; the write that sets

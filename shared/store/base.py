@@ -261,6 +261,8 @@ class Store(ABC):
         if row is None:
             return {}, None
         runs = json.loads(str(row.props.get("Runs") or "{}"))
+        if isinstance(runs, list):  # an earlier layout without times: as if taken long ago
+            runs = dict.fromkeys(runs, "1970-01-01T00:00:00Z")
         return {str(k): str(v) for k, v in runs.items()}, row.etag
 
     def set_active_runs(self, workflow: str, runs: dict[str, str], etag: str | None) -> None:

@@ -96,7 +96,11 @@ class MemoryStore(Store):
                     for (pk, rk), r in self._tables[table].items()
                     if pk <= pk_max
                     and rk <= rk_max
-                    and (claimed_before is None or str(r.props.get("ClaimedUntil", "")) < claimed_before)
+                    # As in Table Storage, a row without the property matches no comparison on it.
+                    and (
+                        claimed_before is None
+                        or ("ClaimedUntil" in r.props and str(r.props["ClaimedUntil"]) < claimed_before)
+                    )
                 ),
                 key=lambda r: (r.partition_key, r.row_key),
             )

@@ -210,10 +210,10 @@ class TestWebhookRun:
         stored = h.rendered(run.id)
         assert stored["status"] == "Succeeded"
         assert stored["error"] is None
-        assert stored["endTime"] == "2026-01-01T12:00:30Z"
+        assert stored["endTime"] == "2026-01-01T12:00:30.000000Z"
         action = stored["actions"]["W"]
         assert action["status"] == "Succeeded"
-        assert action["endTime"] == "2026-01-01T12:00:30Z"
+        assert action["endTime"] == "2026-01-01T12:00:30.000000Z"
         assert action["outputs"] == {
             "statusCode": 200,
             "headers": {"X-Reviewer": "ann", "Content-Type": "application/json"},

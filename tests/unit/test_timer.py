@@ -2171,3 +2171,24 @@ class TestReviewRegressions:
         assert report.done == 1
         done = [i for i in ids if h.stored(i).status == RunStatus.SUCCEEDED]
         assert len(done) == 1
+
+    def test_two_callbacks_at_the_same_instant_still_have_one_winner(self, h: Harness) -> None:
+        """Two callbacks stamped with the same time: the one whose write lost answers 409, not 200."""
+        h.save({"W": webhook_action()})
+        run = h.start()
+        address = h.address()
+        raced: list[bool] = []
+        original = h.store.save_run
+
+        def other_callback_first(loaded: LoadedRun, record: RunRecord) -> LoadedRun:
+            if not raced:
+                raced.append(True)
+                h.store.save_run = original  # type: ignore[method-assign]
+                h.call_back(address, {"by": "the other"})
+            return original(loaded, record)
+
+        h.store.save_run = other_callback_first  # type: ignore[method-assign,assignment]
+        with pytest.raises(Conflict):
+            h.call_back(address, {"by": "this one"})
+
+        assert h.stored(run.id).actions["W"].outputs["body"] == {"by": "the other"}

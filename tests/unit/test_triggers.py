@@ -1663,3 +1663,34 @@ class TestTriggerUrlOverHttp:
         assert (first.status_code, again.status_code, bad.status_code) == (202, 202, 401)
         assert again.headers["Location"] == first.headers["Location"]
         assert len(h.runs()) == 1
+
+
+class TestReviewRegressions:
+    """Races an independent review found in the trigger code; each test replays one."""
+
+    def test_a_sweep_between_a_trigger_alarm_and_its_write_leaves_the_trigger_polling(
+        self, h: Harness, feed: Feed
+    ) -> None:
+        """A sweep that lands after a PUT armed the trigger's alarm but before the workflow is written
+        keeps that alarm, so the replaced trigger goes on polling."""
+        h.put(workflow_body(polling_trigger(), trigger_name="poll"))
+        h.sweep_at(0)
+        swept: list[SweepReport] = []
+        original = h.store.replace_workflow
+
+        def sweep_first(stored: StoredWorkflow, doc: dict[str, Any]) -> StoredWorkflow:
+            if not swept:
+                swept.append(h.engine.sweep())
+            return original(stored, doc)
+
+        h.store.replace_workflow = sweep_first  # type: ignore[method-assign]
+        h.at(10)
+        h.put(workflow_body(polling_trigger(interval=2), trigger_name="poll"))
+        h.store.replace_workflow = original  # type: ignore[method-assign]
+
+        assert swept
+        assert swept[0].done == 0
+        check_trigger_alarm(h)
+        polled = len(feed.polled)
+        h.sweep_at(10 + LEASE.total_seconds() + 1)
+        assert len(feed.polled) > polled
