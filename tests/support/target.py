@@ -29,6 +29,26 @@ class Recorded:
     body: Any
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """A quiet loopback handler with one way to answer."""
+
+    disable_nagle_algorithm = True
+
+    def reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if payload:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
 @dataclass
 class _Loopback:
     """A threaded HTTP server on 127.0.0.1 (a free port), started and stopped by its test."""
@@ -79,9 +99,7 @@ class WebhookTarget(_Loopback):
     def start(self) -> WebhookTarget:
         target = self
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
+        class Handler(_Handler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -100,15 +118,7 @@ class WebhookTarget(_Loopback):
                             target.inside_answers.append(answer.status_code)
                 elif self.path == "/unsubscribe":
                     status = target.unsubscribe_status
-                payload = json.dumps({"ok": status < 400}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
+                self.reply(status, {"ok": status < 400})
 
         self._serve(Handler, "webhook-target")
         return self
@@ -188,9 +198,7 @@ class ScriptedApi(_Loopback):
     def start(self) -> ScriptedApi:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
+        class Handler(_Handler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -200,20 +208,9 @@ class ScriptedApi(_Loopback):
                     index = api._served.get(self.path, 0)
                     api._served[self.path] = index + 1
                     answer = answers[min(index, len(answers) - 1)]
-                payload = json.dumps(answer.body).encode() if answer.body is not None else b""
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                if payload:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.reply(answer.status, answer.body, answer.headers)
 
             do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
 
         self._serve(Handler, "scripted-api")
         return self
@@ -241,9 +238,7 @@ class TriggerSource(_Loopback):
     def start(self) -> TriggerSource:
         source = self
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
+        class Handler(_Handler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode() if length else ""
@@ -260,12 +255,7 @@ class TriggerSource(_Loopback):
                             source.urls.append(body)
                     elif self.path == "/unsubscribe" and body in source.urls:
                         source.urls.remove(body)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
+                self.reply(status)
 
         self._serve(Handler, "trigger-source")
         return self
@@ -283,35 +273,23 @@ class PollingSource(_Loopback):
     def start(self) -> PollingSource:
         source = self
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
+        class Handler(_Handler):
             def do_GET(self) -> None:
                 with source._lock:
                     source.requests.append(self.path)
                     items = list(source.items)
                 _, _, query = self.path.partition("?")
                 state = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("triggerState")
-                payload = b""
+                body: Any = None
                 if state is None:
                     status, cursor, retry = 202, 0, "1"
                 elif int(state) < len(items):
                     status, cursor = 200, int(state) + 1
                     retry = "0" if cursor < len(items) else "1"
-                    payload = json.dumps(items[int(state)]).encode()
+                    body = items[int(state)]
                 else:
                     status, cursor, retry = 202, int(state), "1"
-                self.send_response(status)
-                self.send_header("Location", f"/poll?triggerState={cursor}")
-                self.send_header("Retry-After", retry)
-                if payload:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
+                self.reply(status, body, {"Location": f"/poll?triggerState={cursor}", "Retry-After": retry})
 
         self._serve(Handler, "polling-source")
         return self

@@ -1772,23 +1772,12 @@ class TestSweep:
 
 
 class TestCrashDuringStart:
-    def test_crash_before_the_write_ahead_leaves_nothing(self, h: Harness) -> None:
-        """A store that fails on the first write of a start leaves no run, no due item and no subscription."""
+    @pytest.mark.parametrize("write", [1, 2], ids=["the-alarm", "the-write-ahead"])
+    def test_crash_at_the_first_writes_of_a_start_leaves_at_most_an_orphan(self, h: Harness, write: int) -> None:
+        """A store that fails on the alarm or on the run's insert leaves no run and no subscription,
+        and at most an orphan item, which the sweep drops."""
         h.save({"W": webhook_action()})
-        h.store.before_submit = CrashOnWrite(1, h.sender)
-
-        with pytest.raises(StorageDown):
-            h.start()
-
-        assert h.runs() == []
-        assert h.subscribes() == []
-        recover(h)
-        assert h.items() == []
-
-    def test_crash_on_the_write_ahead_leaves_only_an_orphan(self, h: Harness) -> None:
-        """A store that fails on the run's insert leaves at most an orphan item, which the sweep drops."""
-        h.save({"W": webhook_action()})
-        h.store.before_submit = CrashOnWrite(2, h.sender)
+        h.store.before_submit = CrashOnWrite(write, h.sender)
 
         with pytest.raises(StorageDown):
             h.start()
