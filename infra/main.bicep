@@ -54,6 +54,9 @@ param maxBodyBytes string = ''
 @description('HOOKFLOW_MAX_WAIT: longest a webhook action waits without its own timeout (ISO 8601, P90D); empty = the app default.')
 param maxWait string = ''
 
+@description('HOOKFLOW_WORKFLOW_CACHE: how long an instance starts runs from a workflow it has read before reading it again (ISO 8601, PT5S; PT0S = always read); empty = the app default.')
+param workflowCache string = ''
+
 // The Functions host resolves %HOOKFLOW_POLL_SCHEDULE% in the timer binding itself, so this
 // one cannot be left empty: an empty value falls back to the app's documented default here.
 @description('HOOKFLOW_POLL_SCHEDULE: NCRONTAB schedule of the sweep timer; empty = every 5 seconds. Each tick is a billed execution.')
@@ -95,6 +98,7 @@ var hookflowSettings = {
   HOOKFLOW_HTTP_TIMEOUT: httpTimeout
   HOOKFLOW_MAX_BODY_BYTES: maxBodyBytes
   HOOKFLOW_MAX_WAIT: maxWait
+  HOOKFLOW_WORKFLOW_CACHE: workflowCache
   HOOKFLOW_POLL_SCHEDULE: empty(pollSchedule) ? '*/5 * * * * *' : pollSchedule
   // The SSRF guard stays on in Azure: workflow actions must not reach private addresses.
   HOOKFLOW_ALLOW_PRIVATE_NETWORK: 'false'

@@ -41,6 +41,7 @@ def build_engine(settings: Settings) -> Engine:
         # plus one outbound call that takes its full timeout.
         lease=max(timedelta(minutes=5), INLINE_BUDGET + 2 * settings.http_timeout),
         inline_budget=INLINE_BUDGET,
+        workflow_cache=settings.workflow_cache,
     )
 
 

@@ -23,7 +23,8 @@ The rules that keep a run correct without holding anything in memory between req
   successful unsubscribe deletes the run's alarm instead of writing the run again.
 
 Storage transactions in the life of a one-webhook run resumed within the lease: read the
-workflow, insert the alarm, insert the run (the write-ahead), record the subscribe, read the
+workflow (none when this process has read it within ``HOOKFLOW_WORKFLOW_CACHE``), insert
+the alarm, insert the run (the write-ahead), record the subscribe, read the
 run on callback, write the ended run, delete the alarm.
 """
 
@@ -195,6 +196,7 @@ class Engine:
         lease: timedelta = timedelta(minutes=5),
         max_wait: timedelta = timedelta(days=90),
         inline_budget: timedelta = timedelta(seconds=30),
+        workflow_cache: timedelta = timedelta(0),
         tokens: http_action.TokenProvider | None = None,
         rand: Callable[[float, float], float] = random.uniform,
         env: Mapping[str, str] | None = None,
@@ -208,6 +210,8 @@ class Engine:
         self.lease = lease
         self.max_wait = max_wait
         self.inline_budget = inline_budget
+        # How old a copy of a workflow a start may use (HOOKFLOW_WORKFLOW_CACHE).
+        self.workflow_cache = workflow_cache
         self.tokens = tokens or http_action.TokenProvider()
         self.rand = rand
         self.env = env if env is not None else os.environ  # app settings that hold webhook secrets
@@ -231,7 +235,7 @@ class Engine:
         outputs when they are not the request's (a polling trigger's response).
         """
         if stored is None:
-            stored = self.store.get_workflow(workflow)
+            stored = self.store.get_workflow(workflow, max_age=self.workflow_cache.total_seconds())
         if stored is None:
             raise NotFound(f"workflow {workflow!r} does not exist", code="WorkflowNotFound")
         if stored.state != WorkflowState.ENABLED:

@@ -113,6 +113,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         doc="NCRONTAB schedule of the timer that sweeps due work (timeouts, polls, retries, delays).",
     ),
     SettingSpec(
+        "HOOKFLOW_WORKFLOW_CACHE",
+        "PT5S",
+        "both",
+        doc="How long an instance starts runs from a workflow it read before reading it again (ISO 8601; "
+        "`PT0S` = every start reads it). Changes take effect at once on the instance that made them, "
+        "on the others within this time.",
+    ),
+    SettingSpec(
         "HOOKFLOW_ALLOW_PRIVATE_NETWORK",
         "false",
         "both",
@@ -144,6 +152,7 @@ class Settings:
     allow_private_network: bool
     max_wait: timedelta
     poll_schedule: str
+    workflow_cache: timedelta
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -192,6 +201,7 @@ class Settings:
             allow_private_network=_bool(get, "HOOKFLOW_ALLOW_PRIVATE_NETWORK"),
             max_wait=_duration(get, "HOOKFLOW_MAX_WAIT"),
             poll_schedule=_schedule(get, "HOOKFLOW_POLL_SCHEDULE"),
+            workflow_cache=_duration(get, "HOOKFLOW_WORKFLOW_CACHE", zero_ok=True),
         )
         if not settings.storage_connection_string and not settings.table_service_uri:
             raise ConfigurationError(
@@ -229,14 +239,14 @@ class Settings:
         return DefaultAzureCredential()
 
 
-def _duration(get: _Getter, name: str) -> timedelta:
+def _duration(get: _Getter, name: str, *, zero_ok: bool = False) -> timedelta:
     raw = get(name) or ""
     try:
         value = parse_duration(raw)
     except ValueError as exc:
         raise ConfigurationError(f"{name} must be an ISO 8601 duration such as PT30S: {exc}") from exc
-    if value <= timedelta(0):
-        raise ConfigurationError(f"{name} must be longer than zero")
+    if value < timedelta(0) or (value == timedelta(0) and not zero_ok):
+        raise ConfigurationError(f"{name} must be {'zero or longer' if zero_ok else 'longer than zero'}")
     return value
 
 

@@ -32,9 +32,10 @@ import base64
 import contextlib
 import hashlib
 import json
+import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -58,6 +59,8 @@ DUE = "due"
 # Due items of one minute are spread over this many partitions, so that a burst of waits
 # started together does not pile onto one partition.
 DUE_SHARDS = 4
+# How many workflows a store keeps a recent copy of (see Store.get_workflow).
+_WORKFLOWS_REMEMBERED = 1024
 
 
 @dataclass
@@ -115,7 +118,12 @@ class StoredWorkflow:
         return trigger
 
     def parsed(self) -> WorkflowDefinition:
-        return WorkflowDefinition.model_validate(self.definition)
+        """The definition as a model, validated once per stored version (callers only read it)."""
+        parsed: WorkflowDefinition | None = self.__dict__.get("_parsed")
+        if parsed is None:
+            parsed = WorkflowDefinition.model_validate(self.definition)
+            object.__setattr__(self, "_parsed", parsed)  # a cache, not state: frozen stays frozen
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -176,26 +184,73 @@ class Store(ABC):
         self._prefix = prefix
         self._tables_ready = False
         self._due_tables: set[str] = set()
+        # Workflows this process has read or written lately: name -> (when, monotonic; it),
+        # and when this process last finished writing each (a read begun before that may
+        # have seen the version the write replaced, so it is not remembered).
+        self._workflows_seen: dict[str, tuple[float, StoredWorkflow]] = {}
+        self._workflows_written: dict[str, float] = {}
 
     def table(self, name: str) -> str:
         return f"{self._prefix}{name}"
 
     # ------------------------------------------------------------------ workflows
 
-    def get_workflow(self, name: str) -> StoredWorkflow | None:
+    def get_workflow(self, name: str, *, max_age: float = 0.0) -> StoredWorkflow | None:
+        """Read a workflow. With ``max_age`` (seconds), a copy this process read or wrote less
+        than that long ago will do: starting runs of a busy workflow then costs no read.
+
+        Writes through this store replace its copy at once, so the process that changes a
+        workflow never sees the old one; other processes see it within ``max_age``.
+        """
+        if max_age > 0:
+            seen = self._workflows_seen.get(name)
+            if seen is not None and time.monotonic() - seen[0] < max_age:
+                return seen[1]
         self._ready()
+        asked = time.monotonic()
         rows = self._read_rows(self.table(WORKFLOWS), name, "wf")
         head = _head(rows, "wf")
         if head is None:
             return None
-        return StoredWorkflow(name, _load(_gather(rows, "wf")["D"]), head.etag or "", int(head.props.get("Rows", 1)))
+        stored = StoredWorkflow(name, _load(_gather(rows, "wf")["D"]), head.etag or "", int(head.props.get("Rows", 1)))
+        if asked > self._workflows_written.get(name, -1.0):
+            self._remember(stored, asked)
+        return stored
+
+    def _remember(self, stored: StoredWorkflow, when: float) -> StoredWorkflow:
+        if len(self._workflows_seen) >= _WORKFLOWS_REMEMBERED:
+            self._workflows_seen.clear()
+            self._workflows_written.clear()
+        self._workflows_seen[stored.name] = (when, stored)
+        return stored
+
+    @contextlib.contextmanager
+    def _writing(self, name: str, began: float) -> Iterator[None]:
+        """A write that fails may still have landed: forget what we had of the workflow."""
+        try:
+            yield
+        except BaseException:
+            self._written(name, None, began)
+            raise
+
+    def _written(self, name: str, stored: StoredWorkflow | None, began: float) -> None:
+        """Note a write of ``name`` (begun at ``began``) that this process made."""
+        self._workflows_written[name] = time.monotonic()
+        if stored is None:
+            self._workflows_seen.pop(name, None)
+        else:
+            self._remember(stored, began)
 
     def create_workflow(self, name: str, doc: dict[str, Any]) -> StoredWorkflow:
         """Insert a workflow; :class:`AlreadyExists` when the name is taken."""
         self._ready()
         rows = _layout(name, "wf", {"D": _dump(doc)}, {"State": doc["state"]})
-        etags = self._submit(self.table(WORKFLOWS), name, [Op("create", r) for r in rows])
-        return StoredWorkflow(name, doc, etags["wf"], len(rows))
+        began = time.monotonic()
+        with self._writing(name, began):
+            etags = self._submit(self.table(WORKFLOWS), name, [Op("create", r) for r in rows])
+        stored = StoredWorkflow(name, doc, etags["wf"], len(rows))
+        self._written(name, stored, began)
+        return stored
 
     def replace_workflow(self, stored: StoredWorkflow, doc: dict[str, Any]) -> StoredWorkflow:
         """Replace a workflow's document if it still carries ``stored.etag``; else
@@ -203,9 +258,13 @@ class Store(ABC):
         self._ready()
         head = Row(stored.name, "wf", {"Rows": stored.rows}, stored.etag)
         ops = _replace_ops(stored.name, "wf", {"D": _dump(doc)}, {"State": doc["state"]}, head)
-        etags = self._submit(self.table(WORKFLOWS), stored.name, ops)
+        began = time.monotonic()
+        with self._writing(stored.name, began):
+            etags = self._submit(self.table(WORKFLOWS), stored.name, ops)
         rows = sum(1 for op in ops if op.kind != "delete")
-        return StoredWorkflow(stored.name, doc, etags["wf"], rows)
+        replaced = StoredWorkflow(stored.name, doc, etags["wf"], rows)
+        self._written(stored.name, replaced, began)
+        return replaced
 
     def put_workflow(
         self, name: str, definition: dict[str, Any], state: str, now: datetime
@@ -243,7 +302,9 @@ class Store(ABC):
             if etag is not None and head.etag != etag:
                 raise ConcurrencyConflict(f"workflow {name!r} changed")
             try:
-                self._submit(table, name, [Op("delete", r, etag=r.etag if r is head else None) for r in rows])
+                with self._writing(name, time.monotonic()):
+                    self._submit(table, name, [Op("delete", r, etag=r.etag if r is head else None) for r in rows])
+                self._written(name, None, 0.0)
             except ConcurrencyConflict:
                 if etag is not None:
                     raise

@@ -25,6 +25,12 @@ class MemoryStore(Store):
         self.transactions = 0
         self.before_submit: Callable[[str, Sequence[Op]], None] | None = None
 
+    def sibling(self) -> MemoryStore:
+        """Another store over the same data, as another process would have."""
+        other = MemoryStore(self._prefix)
+        other._tables, other._lock, other._etags = self._tables, self._lock, self._etags
+        return other
+
     def _ensure_tables(self, names: Sequence[str]) -> None:
         with self._lock:
             for name in names:

@@ -7,8 +7,9 @@ with and for the real adapter it runs on.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -170,6 +171,92 @@ class TestWorkflows:
         assert store.delete_workflow("a") is True
         assert store.get_workflow("a") is None
         assert store.delete_workflow("a") is False
+
+
+def another_instance(store: Store) -> Store:
+    """A second store over the same data, as a second instance of the app has."""
+    if isinstance(store, MemoryStore):
+        return store.sibling()
+    assert isinstance(store, TableStore)
+    return TableStore(store._service, store._prefix)
+
+
+class TestRecentWorkflows:
+    """``get_workflow(max_age=...)``: what starting runs may reuse, and what it must not."""
+
+    def test_a_recent_copy_is_reused_without_a_read(self, store: Store) -> None:
+        store.put_workflow("wf", {"triggers": {}}, "Enabled", NOW)
+        reads = count_reads(store)
+        first = store.get_workflow("wf", max_age=60)
+        again = store.get_workflow("wf", max_age=60)
+        assert first is not None
+        assert again is first
+        assert reads() == 0  # the write through this store left a copy
+        assert again.parsed() is first.parsed()  # validated once
+
+    def test_this_instance_sees_its_own_changes_at_once(self, store: Store) -> None:
+        store.put_workflow("wf", {"triggers": {}}, "Enabled", NOW)
+        assert store.get_workflow("wf", max_age=60) is not None
+        store.put_workflow("wf", {"triggers": {}}, "Disabled", NOW)
+        seen = store.get_workflow("wf", max_age=60)
+        assert seen is not None
+        assert seen.state == "Disabled"
+        assert store.delete_workflow("wf") is True
+        assert store.get_workflow("wf", max_age=60) is None
+
+    def test_another_instance_sees_a_change_once_its_copy_is_older_than_max_age(self, store: Store) -> None:
+        other = another_instance(store)
+        store.put_workflow("wf", {"triggers": {}}, "Enabled", NOW)
+        assert (seen := other.get_workflow("wf", max_age=60)) is not None
+        assert seen.state == "Enabled"
+        store.put_workflow("wf", {"triggers": {}}, "Disabled", NOW)
+        stale = other.get_workflow("wf", max_age=60)
+        assert stale is not None
+        assert stale.state == "Enabled"  # within max_age: the copy it has
+        fresh = other.get_workflow("wf", max_age=0)
+        assert fresh is not None
+        assert fresh.state == "Disabled"
+        # A fresh read replaces the copy, so later starts use it too.
+        again = other.get_workflow("wf", max_age=60)
+        assert again is not None
+        assert again.state == "Disabled"
+
+    def test_a_workflow_that_does_not_exist_is_read_every_time(self, store: Store) -> None:
+        other = another_instance(store)
+        assert other.get_workflow("wf", max_age=60) is None
+        store.put_workflow("wf", {"triggers": {}}, "Enabled", NOW)
+        assert other.get_workflow("wf", max_age=60) is not None
+
+    def test_a_failed_write_forgets_the_copy(self, store: Store) -> None:
+        """A write that failed may have landed: the next start reads again."""
+        stored, _ = store.put_workflow("wf", {"triggers": {}}, "Enabled", NOW)
+        other = another_instance(store)
+        other.put_workflow("wf", {"triggers": {}}, "Disabled", NOW)
+        with pytest.raises(ConcurrencyConflict):
+            store.replace_workflow(stored, {**stored.doc, "state": "Enabled"})  # stale ETag
+        seen = store.get_workflow("wf", max_age=60)
+        assert seen is not None
+        assert seen.state == "Disabled"
+
+
+def count_reads(store: Store) -> Callable[[], int]:
+    """Count the reads ``store`` makes from now on."""
+    reads = 0
+    read_row, read_partition = store._read_row, store._read_partition
+
+    def counting_row(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return read_row(*args, **kwargs)
+
+    def counting_partition(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return read_partition(*args, **kwargs)
+
+    store._read_row = counting_row  # type: ignore[method-assign]
+    store._read_partition = counting_partition  # type: ignore[method-assign]
+    return lambda: reads
 
 
 class TestIdempotency:

@@ -185,6 +185,19 @@ class TestHttpTimeout:
             Settings.from_env(env(HOOKFLOW_HTTP_TIMEOUT=value))
 
 
+class TestWorkflowCache:
+    """HOOKFLOW_WORKFLOW_CACHE is an ISO 8601 duration; zero turns the reuse off."""
+
+    @pytest.mark.parametrize(("value", "seconds"), [("", 5), ("PT0S", 0), ("PT1M", 60)])
+    def test_accepted(self, value: str, seconds: float) -> None:
+        assert Settings.from_env(env(HOOKFLOW_WORKFLOW_CACHE=value)).workflow_cache == timedelta(seconds=seconds)
+
+    @pytest.mark.parametrize("value", ["5", "-PT5S", "soon"])
+    def test_rejected(self, value: str) -> None:
+        with pytest.raises(ConfigurationError, match="HOOKFLOW_WORKFLOW_CACHE"):
+            Settings.from_env(env(HOOKFLOW_WORKFLOW_CACHE=value))
+
+
 class TestMaxBodyBytes:
     """HOOKFLOW_MAX_BODY_BYTES is a whole number between 1 and the storage-imposed ceiling."""
 

@@ -26,7 +26,7 @@ from functions import workflows as workflow_functions
 from shared import bootstrap
 from shared.durations import iso
 from shared.engine import Engine, SweepReport
-from shared.errors import BadRequest, Gone, NotFound, TooManyRequests, Unauthorized
+from shared.errors import BadRequest, Conflict, Gone, NotFound, TooManyRequests, Unauthorized
 from shared.models import ActionStatus, RunRecord, RunStatus
 from shared.outbound import OutboundError, OutboundRequest, OutboundResponse
 from shared.receivers import sign_github, sign_standard_webhooks
@@ -1694,3 +1694,71 @@ class TestReviewRegressions:
         polled = len(feed.polled)
         h.sweep_at(10 + LEASE.total_seconds() + 1)
         assert len(feed.polled) > polled
+
+
+class TestRecentWorkflowCopies:
+    """``POST /workflows/{name}/runs`` reuses a workflow this process has lately read or
+    written (``HOOKFLOW_WORKFLOW_CACHE``); changes made through this process apply at once."""
+
+    def test_starts_read_the_workflow_once(self, h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        h.engine.workflow_cache = timedelta(minutes=1)
+        h.put(workflow_body(manual_trigger(), trigger_name="manual"))
+        reads = count_workflow_reads(h, monkeypatch)
+
+        for n in range(3):
+            h.engine.start_run("wf", inbound({"n": n}))
+
+        assert reads == []
+        assert sorted(b["n"] for b in bodies(h.runs())) == [0, 1, 2]
+
+    def test_without_the_setting_every_start_reads_it(self, h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        h.engine.workflow_cache = timedelta(0)
+        h.put(workflow_body(manual_trigger(), trigger_name="manual"))
+        reads = count_workflow_reads(h, monkeypatch)
+
+        for n in range(2):
+            h.engine.start_run("wf", inbound({"n": n}))
+
+        assert reads == ["wf", "wf"]
+
+    def test_disable_enable_and_delete_apply_to_the_next_start(self, h: Harness) -> None:
+        h.engine.workflow_cache = timedelta(minutes=1)
+        h.put(workflow_body(manual_trigger(), trigger_name="manual"))
+        h.engine.start_run("wf", inbound({"n": 1}))
+
+        h.workflows.set_state("wf", enabled=False)
+        with pytest.raises(Conflict) as refused:
+            h.engine.start_run("wf", inbound({"n": 2}))
+        assert refused.value.code == "WorkflowDisabled"
+
+        h.workflows.set_state("wf", enabled=True)
+        h.engine.start_run("wf", inbound({"n": 3}))
+
+        h.workflows.delete("wf")
+        with pytest.raises(NotFound):
+            h.engine.start_run("wf", inbound({"n": 4}))
+        assert sorted(r.trigger.outputs["body"]["n"] for r in h.runs()) == [1, 3]
+
+    def test_a_new_definition_is_used_by_the_next_start(self, h: Harness) -> None:
+        h.engine.workflow_cache = timedelta(minutes=1)
+        h.put(workflow_body(manual_trigger(), trigger_name="manual"))
+        h.engine.start_run("wf", inbound({"n": 1}))
+
+        h.put(workflow_body(manual_trigger(), trigger_name="renamed"))
+        run = h.engine.start_run("wf", inbound({"n": 2}))
+
+        assert run.trigger.name == "renamed"
+
+
+def count_workflow_reads(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the workflows ``h.store`` reads from storage from now on."""
+    reads: list[str] = []
+    read_rows = h.store._read_rows
+
+    def counting(table: str, partition_key: str, head_key: str) -> Any:
+        if head_key == "wf":
+            reads.append(partition_key)
+        return read_rows(table, partition_key, head_key)
+
+    monkeypatch.setattr(h.store, "_read_rows", counting)
+    return reads
