@@ -13,6 +13,7 @@ the engine to an address the SSRF guard refused.
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import ipaddress
 import json
 import os
@@ -102,7 +103,7 @@ def decode_body(content: bytes, content_type: str | None) -> Any:
 
 
 def new_session(pool_size: int = 64) -> requests.Session:
-    """A ``requests`` session that reads its environment once, not on every request.
+    """A ``requests`` session that reads its environment once, not on every request, and keeps no cookies.
 
     With ``trust_env`` on, requests looks for ``~/.netrc`` and re-reads the proxy and CA
     bundle variables for every request: file-system calls that showed up as a large share of
@@ -110,6 +111,9 @@ def new_session(pool_size: int = 64) -> requests.Session:
     that off; with a proxy configured, requests keeps doing it (it also honours NO_PROXY).
     """
     session = requests.Session()
+    # One session serves every run of every workflow: a cookie one target sets must not ride
+    # along on another run's call to it. A request that needs a cookie names it in its headers.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     if not urllib.request.getproxies():
         session.trust_env = False
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
