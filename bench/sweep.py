@@ -86,6 +86,20 @@ def _seed_not_due(store: TableStore, count: int, base: datetime) -> float:
     return time.perf_counter() - started
 
 
+def webhook_workflow(url: str, *, timeout: str | None = None) -> dict[str, Any]:
+    """A workflow of one webhook action on the loopback target at ``url``."""
+    wait: dict[str, Any] = {
+        "type": "HttpWebhook",
+        "inputs": {
+            "subscribe": {"method": "POST", "uri": f"{url}/subscribe", "retryPolicy": {"type": "none"}},
+            "unsubscribe": {"method": "POST", "uri": f"{url}/unsubscribe"},
+        },
+    }
+    if timeout is not None:
+        wait["limit"] = {"timeout": timeout}
+    return {"definition": {"triggers": {"manual": {"type": "Request"}}, "actions": {"Wait": wait}}}
+
+
 def long_wait_life(engine: Engine, counter: TransactionCounter, clock: ManualClock, url: str) -> dict[str, int]:
     """Storage transactions of a one-webhook run resumed after its lease has run out.
 
@@ -94,19 +108,7 @@ def long_wait_life(engine: Engine, counter: TransactionCounter, clock: ManualClo
     request hook, in three parts: the start, that sweep (less its range query, which every
     item due in a sweep shares), and the callback.
     """
-    subscribe = {"method": "POST", "uri": f"{url}/subscribe"}
-    body = {
-        "definition": {
-            "triggers": {"manual": {"type": "Request"}},
-            "actions": {
-                "Wait": {
-                    "type": "HttpWebhook",
-                    "inputs": {"subscribe": subscribe, "unsubscribe": {"method": "POST", "uri": f"{url}/unsubscribe"}},
-                }
-            },
-        }
-    }
-    Workflows(engine).put("approval", body)
+    Workflows(engine).put("approval", webhook_workflow(url))
     request = InboundRequest("POST", "http://127.0.0.1/api/x", {"Content-Type": "application/json"}, b"{}")
     first = engine.start_run("approval", request)  # a first start, as a busy workflow has had
     engine.cancel_run(first.id)
@@ -166,26 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                     clock=clock,
                 )
                 url = f"http://127.0.0.1:{target.server_port}"
-                body = {
-                    "definition": {
-                        "triggers": {"manual": {"type": "Request"}},
-                        "actions": {
-                            "Wait": {
-                                "type": "HttpWebhook",
-                                "limit": {"timeout": "PT1M"},
-                                "inputs": {
-                                    "subscribe": {
-                                        "method": "POST",
-                                        "uri": f"{url}/subscribe",
-                                        "retryPolicy": {"type": "none"},
-                                    },
-                                    "unsubscribe": {"method": "POST", "uri": f"{url}/unsubscribe"},
-                                },
-                            }
-                        },
-                    }
-                }
-                Workflows(engines[label]).put("timeouts", body)
+                Workflows(engines[label]).put("timeouts", webhook_workflow(url, timeout="PT1M"))
             loaded_store = engines["loaded"].store
             assert isinstance(loaded_store, TableStore)
             seconds = _seed_not_due(loaded_store, args.not_due, clock())
