@@ -220,37 +220,26 @@ class Store(ABC):
     def _remember(self, stored: StoredWorkflow, when: float) -> StoredWorkflow:
         if len(self._workflows_seen) >= _WORKFLOWS_REMEMBERED:
             self._workflows_seen.clear()
-            self._workflows_written.clear()
         self._workflows_seen[stored.name] = (when, stored)
         return stored
 
     @contextlib.contextmanager
-    def _writing(self, name: str, began: float) -> Iterator[None]:
-        """A write that fails may still have landed: forget what we had of the workflow."""
+    def _writing(self, name: str) -> Iterator[float]:
+        """Around a write of a workflow: yields when it began; after it, succeeded or not (a
+        failed write may still have landed), the copy is gone and the write's end noted."""
         try:
-            yield
-        except BaseException:
-            self._written(name, None, began)
-            raise
-
-    def _written(self, name: str, stored: StoredWorkflow | None, began: float) -> None:
-        """Note a write of ``name`` (begun at ``began``) that this process made."""
-        self._workflows_written[name] = time.monotonic()
-        if stored is None:
+            yield time.monotonic()
+        finally:
+            self._workflows_written[name] = time.monotonic()
             self._workflows_seen.pop(name, None)
-        else:
-            self._remember(stored, began)
 
     def create_workflow(self, name: str, doc: dict[str, Any]) -> StoredWorkflow:
         """Insert a workflow; :class:`AlreadyExists` when the name is taken."""
         self._ready()
         rows = _layout(name, "wf", {"D": _dump(doc)}, {"State": doc["state"]})
-        began = time.monotonic()
-        with self._writing(name, began):
+        with self._writing(name) as began:
             etags = self._submit(self.table(WORKFLOWS), name, [Op("create", r) for r in rows])
-        stored = StoredWorkflow(name, doc, etags["wf"], len(rows))
-        self._written(name, stored, began)
-        return stored
+        return self._remember(StoredWorkflow(name, doc, etags["wf"], len(rows)), began)
 
     def replace_workflow(self, stored: StoredWorkflow, doc: dict[str, Any]) -> StoredWorkflow:
         """Replace a workflow's document if it still carries ``stored.etag``; else
@@ -258,13 +247,10 @@ class Store(ABC):
         self._ready()
         head = Row(stored.name, "wf", {"Rows": stored.rows}, stored.etag)
         ops = _replace_ops(stored.name, "wf", {"D": _dump(doc)}, {"State": doc["state"]}, head)
-        began = time.monotonic()
-        with self._writing(stored.name, began):
+        with self._writing(stored.name) as began:
             etags = self._submit(self.table(WORKFLOWS), stored.name, ops)
         rows = sum(1 for op in ops if op.kind != "delete")
-        replaced = StoredWorkflow(stored.name, doc, etags["wf"], rows)
-        self._written(stored.name, replaced, began)
-        return replaced
+        return self._remember(StoredWorkflow(stored.name, doc, etags["wf"], rows), began)
 
     def put_workflow(
         self, name: str, definition: dict[str, Any], state: str, now: datetime
@@ -302,9 +288,8 @@ class Store(ABC):
             if etag is not None and head.etag != etag:
                 raise ConcurrencyConflict(f"workflow {name!r} changed")
             try:
-                with self._writing(name, time.monotonic()):
+                with self._writing(name):
                     self._submit(table, name, [Op("delete", r, etag=r.etag if r is head else None) for r in rows])
-                self._written(name, None, 0.0)
             except ConcurrencyConflict:
                 if etag is not None:
                     raise
